@@ -1,0 +1,1 @@
+"""Feature store package: canonical tables, synthetic generator, ingestion and the Feast repository."""
