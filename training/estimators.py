@@ -1,0 +1,233 @@
+"""LightGBM estimators with the scikit-learn contract: a non-crossing quantile regressor and a calibrated classifier.
+
+Both take a DataFrame with the columns named in `numeric` and `categorical`; categoricals are fixed to the
+categories seen in `fit` (unseen values become missing), so inputs in any order or with extra columns work.
+`monotone` maps numeric features to +1/-1 constraints: domain knowledge the model must respect
+(a customs inspection never shortens transit, a promotion never lowers demand, an IP burst never lowers risk).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from tradecast.errors import TradecastError
+
+
+def lgbm_params(config: Any | None) -> dict[str, Any]:
+    """LightGBM keyword arguments from a LightGBMConfig (or defaults): seeded, deterministic, bounded threads."""
+    from training.config import LightGBMConfig
+
+    cfg = config or LightGBMConfig()
+    return {
+        "n_estimators": cfg.n_estimators,
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_child_samples": cfg.min_child_samples,
+        "subsample": cfg.subsample,
+        "subsample_freq": cfg.subsample_freq,
+        "colsample_bytree": cfg.colsample_bytree,
+        "reg_lambda": cfg.reg_lambda,
+        "max_bin": cfg.max_bin,
+        "n_jobs": cfg.num_threads,
+        "random_state": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
+    }
+
+
+def check_columns(X: pd.DataFrame, columns: list[str], what: str = "model") -> None:
+    """Raise a clear error naming the missing input columns."""
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise TradecastError(f"{what} input is missing column(s): {', '.join(missing)}")
+
+
+def fit_categories(X: pd.DataFrame, categorical: list[str]) -> dict[str, list[str]]:
+    """Sorted category values of each categorical column, learned at fit time."""
+    return {c: sorted(pd.Series(X[c]).dropna().astype(str).unique().tolist()) for c in categorical}
+
+
+def encode_frame(X: pd.DataFrame, numeric: list[str], categories: dict[str, list[str]]) -> pd.DataFrame:
+    """Model matrix: numeric columns as float, categoricals as pandas Categorical with the fitted categories."""
+    check_columns(X, list(numeric) + list(categories))
+    out = pd.DataFrame(index=X.index)
+    for c in numeric:
+        out[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")
+    for c, cats in categories.items():
+        out[c] = pd.Categorical(X[c].astype("string").astype(object).where(X[c].notna(), None), categories=cats)
+    return out
+
+
+def _monotone_vector(columns: list[str], monotone: dict[str, int] | None) -> list[int]:
+    monotone = monotone or {}
+    return [int(monotone.get(c, 0)) for c in columns]
+
+
+class LGBMQuantileRegressor(RegressorMixin, BaseEstimator):
+    """LightGBM quantile forecasts (P10/P50/P90 by default) that never cross.
+
+    The outer quantiles are LightGBM quantile models. The middle one is a quantile model too, unless `monotone`
+    constraints are given: LightGBM refuses them for quantile/L1 objectives, so the centre is then an L2 model
+    on the (log) target, which keeps the constraints. Predictions are rearranged (sorted) so P10 <= P50 <= P90,
+    and with a constrained centre the outer quantiles are widened around it instead, so P50 keeps its monotonicity.
+    """
+
+    def __init__(self, numeric: list[str] | None = None, categorical: list[str] | None = None,
+                 quantiles: tuple[float, ...] = (0.1, 0.5, 0.9), params: dict[str, Any] | None = None,
+                 monotone: dict[str, int] | None = None, log_target: bool = False):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.quantiles = quantiles
+        self.params = params
+        self.monotone = monotone
+        self.log_target = log_target
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> "LGBMQuantileRegressor":
+        import lightgbm as lgb
+
+        self.numeric_ = list(self.numeric or [])
+        self.categories_ = fit_categories(X, list(self.categorical or []))
+        self.columns_ = self.numeric_ + list(self.categories_)
+        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_]
+        target = np.asarray(y, dtype="float64")
+        if self.log_target:
+            target = np.log1p(np.clip(target, 0, None))
+        params = dict(self.params or lgbm_params(None))
+        mono = _monotone_vector(self.columns_, self.monotone)
+        self.center_ = len(self.quantiles) // 2
+        self.constrained_ = any(mono)
+        self.models_ = []
+        for i, q in enumerate(self.quantiles):
+            if i == self.center_ and self.constrained_:
+                model = lgb.LGBMRegressor(objective="regression", monotone_constraints=mono,
+                                          monotone_constraints_method="advanced", **params)
+            else:
+                model = lgb.LGBMRegressor(objective="quantile", alpha=float(q), **params)
+            model.fit(Xm, target, sample_weight=sample_weight)
+            self.models_.append(model)
+        self.feature_importances_ = self.models_[self.center_].booster_.feature_importance("gain")
+        return self
+
+    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        """Array (n, len(quantiles)) of non-crossing quantile predictions."""
+        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_]
+        preds = np.column_stack([m.predict(Xm) for m in self.models_])
+        c = self.center_
+        if self.constrained_:
+            # keep the constrained centre; lower quantiles at most, upper at least the centre
+            preds[:, :c] = np.minimum(np.sort(preds[:, :c], axis=1), preds[:, [c]])
+            preds[:, c + 1:] = np.maximum(np.sort(preds[:, c + 1:], axis=1), preds[:, [c]])
+        else:
+            preds = np.sort(preds, axis=1)  # rearrangement: sorted quantile estimates never cross
+        if self.log_target:
+            preds = np.clip(np.expm1(preds), 0, None)
+        return preds
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The middle quantile (P50)."""
+        return self.predict_quantiles(X)[:, self.center_]
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-row feature contributions to the centre model's raw prediction, one column per feature."""
+        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_]
+        contrib = self.models_[self.center_].predict(Xm, pred_contrib=True)
+        return pd.DataFrame(np.asarray(contrib)[:, : len(self.columns_)], columns=self.columns_, index=X.index)
+
+
+class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
+    """LightGBM binary classifier fitted on the earlier rows, Platt-calibrated on the latest `calibration_share`.
+
+    Rows must be in time order (or `sample_time` given) so calibration uses a later time slice than training.
+    Class imbalance: positives are up-weighted by sqrt(neg/pos) (a deliberate middle ground between no weighting
+    and full balancing, which over-spends trees on the rare class); calibration then restores true probabilities.
+    """
+
+    def __init__(self, numeric: list[str] | None = None, categorical: list[str] | None = None,
+                 params: dict[str, Any] | None = None, calibration_share: float = 0.2,
+                 monotone: dict[str, int] | None = None, balance: str = "sqrt"):
+        self.numeric = numeric
+        self.categorical = categorical
+        self.params = params
+        self.calibration_share = calibration_share
+        self.monotone = monotone
+        self.balance = balance
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_time: Any = None) -> "LGBMCalibratedClassifier":
+        import lightgbm as lgb
+
+        labels = np.asarray(y).astype(int)
+        if len(np.unique(labels)) < 2:
+            raise TradecastError("classifier training data has a single class; need both positives and negatives")
+        order = np.argsort(np.asarray(sample_time), kind="stable") if sample_time is not None else np.arange(len(labels))
+        X = X.iloc[order]
+        labels = labels[order]
+        self.numeric_ = list(self.numeric or [])
+        self.categories_ = fit_categories(X, list(self.categorical or []))
+        self.columns_ = self.numeric_ + list(self.categories_)
+        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_]
+        n_cal = int(round(len(labels) * self.calibration_share))
+        # the calibration slice needs both classes; otherwise calibrate on the training rows (still time-ordered fit)
+        cal_labels = labels[len(labels) - n_cal:] if n_cal else labels[:0]
+        if n_cal < 20 or len(np.unique(cal_labels)) < 2 or len(np.unique(labels[: len(labels) - n_cal])) < 2:
+            n_cal = 0
+        fit_idx = slice(0, len(labels) - n_cal)
+        pos = max(int(labels[fit_idx].sum()), 1)
+        neg = max(int(len(labels[fit_idx]) - labels[fit_idx].sum()), 1)
+        params = dict(self.params or lgbm_params(None))
+        if self.balance == "sqrt":
+            params["scale_pos_weight"] = float(np.sqrt(neg / pos))
+        elif self.balance == "full":
+            params["scale_pos_weight"] = float(neg / pos)
+        mono = _monotone_vector(self.columns_, self.monotone)
+        if any(mono):
+            params["monotone_constraints"] = mono
+            params["monotone_constraints_method"] = "advanced"
+        self.model_ = lgb.LGBMClassifier(objective="binary", **params)
+        self.model_.fit(Xm.iloc[fit_idx], labels[fit_idx])
+        cal_X = Xm.iloc[len(labels) - n_cal:] if n_cal else Xm
+        cal_y = labels[len(labels) - n_cal:] if n_cal else labels
+        raw = self.model_.predict(cal_X, raw_score=True)
+        self.calibration_rows_ = int(len(cal_y))
+        self.calibrator_ = _fit_platt(raw, cal_y)
+        self.classes_ = np.array([0, 1])
+        self.feature_importances_ = self.model_.booster_.feature_importance("gain")
+        return self
+
+    def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
+        return encode_frame(X, self.numeric_, self.categories_)[self.columns_]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        raw = self.model_.predict(self._matrix(X), raw_score=True)
+        p = _apply_platt(self.calibrator_, raw)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-row feature contributions to the raw score (SHAP values from LightGBM), one column per feature."""
+        contrib = self.model_.predict(self._matrix(X), pred_contrib=True)
+        return pd.DataFrame(np.asarray(contrib)[:, : len(self.columns_)], columns=self.columns_, index=X.index)
+
+
+def _fit_platt(raw: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Logistic calibration p = sigmoid(a * raw + b); the slope is kept positive so ranking never flips."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e4, max_iter=1000)
+    lr.fit(np.asarray(raw).reshape(-1, 1), labels)
+    a = float(lr.coef_[0, 0])
+    b = float(lr.intercept_[0])
+    if a <= 1e-6:  # degenerate calibration slice: keep the model's own scale
+        a, b = 1.0, 0.0
+    return a, b
+
+
+def _apply_platt(calibrator: tuple[float, float], raw: np.ndarray) -> np.ndarray:
+    a, b = calibrator
+    return 1.0 / (1.0 + np.exp(-(a * np.asarray(raw, dtype="float64") + b)))
