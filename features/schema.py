@@ -34,6 +34,9 @@ CREDIT_GRADES: tuple[str, ...] = ("A", "B", "C", "D", "E")
 FREQUENCIES: tuple[str, ...] = ("D", "W")
 # Fraud labels (chargebacks) arrive 30-90 days after the order: an order is a known negative only after this.
 FRAUD_LABEL_WINDOW_DAYS = 90
+# Dates outside this window are almost always parse errors (epoch zero, two-digit years, numbers read as dates).
+DATE_MIN = pd.Timestamp("1980-01-01")
+DATE_MAX = pd.Timestamp("2100-01-01")
 
 
 @dataclass(frozen=True)
@@ -217,8 +220,14 @@ def coerce_column(series: pd.Series, kind: Kind) -> tuple[pd.Series, pd.Series]:
     was_null = series.isna()
     if kind == "str":
         out = series.astype("string")
+        # A blank text cell is an empty value, not an id or a name.
+        blank = out.notna() & (out.str.strip() == "")
+        out = out.mask(blank.fillna(False).astype(bool))
+        was_null = was_null | blank.fillna(False).astype(bool).to_numpy()
     elif kind in ("int", "float"):
         out = pd.to_numeric(series, errors="coerce")
+        if pd.api.types.is_float_dtype(out):
+            out = out.where(np.isfinite(out.astype("float64")) | out.isna())  # inf is not a valid measurement
         if kind == "int":
             bad_frac = out.notna() & (out != np.round(out))
             out = out.where(~bad_frac)
@@ -237,7 +246,8 @@ def coerce_column(series: pd.Series, kind: Kind) -> tuple[pd.Series, pd.Series]:
         if pd.api.types.is_datetime64_any_dtype(series):
             out = series
         else:
-            out = pd.to_datetime(series, errors="coerce", format="mixed")
+            # utc=True: text with mixed UTC offsets still parses (to UTC); naive text is taken as UTC already.
+            out = pd.to_datetime(series, errors="coerce", format="mixed", utc=True)
         if getattr(out.dt, "tz", None) is not None:
             out = out.dt.tz_convert("UTC").dt.tz_localize(None)
         out = out.astype("datetime64[ns]")
@@ -265,7 +275,8 @@ def validate_table(table: str, df: pd.DataFrame, known: dict[str, set[str]] | No
         if col.name not in df.columns:
             if col.required:
                 problems.append(Problem(col.name, "required column is missing"))
-            out[col.name] = pd.Series([pd.NA] * len(df), dtype=_empty_dtype(col.kind))
+            # An all-null column of the canonical dtype (pd.NA can't be cast to float64/datetime64 directly).
+            out[col.name] = pd.Series(index=out.index, dtype=_empty_dtype(col.kind))
             continue
         values, failed = coerce_column(df[col.name], col.kind)
         if failed.any():
@@ -283,6 +294,11 @@ def validate_table(table: str, df: pd.DataFrame, known: dict[str, set[str]] | No
             high = values.notna() & (values.astype("float64") > col.max)
             if high.any():
                 problems.append(Problem(col.name, f"{int(high.sum())} value(s) above the maximum {col.max}", _examples(high)))
+        if col.kind == "datetime":
+            odd = values.notna() & ((values < DATE_MIN) | (values >= DATE_MAX))
+            if odd.any():
+                problems.append(Problem(col.name, f"{int(odd.sum())} date(s) outside {DATE_MIN.date()}..{DATE_MAX.date()} "
+                                        "(likely a parse error)", _examples(odd)))
         if col.allowed is not None:
             bad = values.notna() & ~values.isin(col.allowed)
             if bad.any():
@@ -292,7 +308,8 @@ def validate_table(table: str, df: pd.DataFrame, known: dict[str, set[str]] | No
         out[col.name] = values
     key = [k for k in schema.key if k in df.columns]
     if len(key) == len(schema.key) and len(out):
-        dup = out.duplicated(subset=list(schema.key), keep="first")
+        # Rows with an empty key part are already reported as empty required values.
+        dup = out.duplicated(subset=list(schema.key), keep="first") & out[list(schema.key)].notna().all(axis=1)
         if dup.any():
             problems.append(Problem("+".join(schema.key), f"{int(dup.sum())} duplicate key(s)", _examples(dup)))
     for column, ref_table in schema.references.items():

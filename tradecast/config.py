@@ -38,7 +38,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -55,11 +55,25 @@ def env_overrides(name: str, environ: dict[str, str] | None = None) -> dict[str,
         if not var.startswith(prefix):
             continue
         keys = [k.lower() for k in var[len(prefix):].split("__") if k]
+        if not keys:
+            continue
         node = overrides
         for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = yaml.safe_load(raw) if raw != "" else None
+            child = node.get(key)
+            node[key] = child = child if isinstance(child, dict) else {}
+            node = child
+        node[keys[-1]] = _env_value(raw)
     return overrides
+
+
+def _env_value(raw: str) -> Any:
+    """An override's value: YAML scalars/lists (7, true, [a, b]); anything YAML can't read stays text."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +93,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         msg = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
@@ -94,5 +109,11 @@ def parse_config(model: type[M], data: dict[str, Any], source: str) -> M:
 def load_config(model: type[M], name: str, path: Path | str | None = None) -> M:
     """Load `configs/<name>.yaml` (or `path`) into `model`, applying environment overrides."""
     file = Path(path) if path else config_path(name)
-    data = deep_merge(read_yaml(file), env_overrides(name))
-    return parse_config(model, data, str(file))
+    overrides = env_overrides(name)
+    data = deep_merge(read_yaml(file), overrides)
+    source = str(file)
+    if overrides:
+        # A bad value may come from the environment rather than the file: say which variables were applied.
+        names = sorted(v for v in os.environ if v.startswith(f"TRADECAST_{name.upper()}__"))
+        source += f" (with overrides {', '.join(names)})"
+    return parse_config(model, data, source)
