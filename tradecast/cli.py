@@ -31,7 +31,10 @@ def run_guarded(func, *args, **kwargs):
     try:
         return func(*args, **kwargs)
     except TradecastError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        from rich.markup import escape
+
+        # escape: messages quote user data ("[...]" would be read as markup); soft_wrap: no inserted line breaks.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
