@@ -95,6 +95,13 @@ def demo(
     run_guarded(_run)
 
 
+from monitoring.cli import monitor_command, outcomes_app, retrain_command  # noqa: E402
+
+app.command("monitor")(monitor_command)
+app.command("retrain")(retrain_command)
+app.add_typer(outcomes_app, name="outcomes")
+
+
 def _parse_date(text: str, option: str) -> date:
     try:
         return date.fromisoformat(text)

@@ -1,0 +1,1 @@
+"""Drift and performance monitoring of the served models (Evidently), alerts and the gated retrain loop."""

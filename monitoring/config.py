@@ -1,0 +1,134 @@
+"""Monitoring config (configs/monitoring.yaml): window, reference, thresholds per family, alerting.
+
+Severity rules (see monitoring/alerts.py):
+- red:    performance on labelled predictions worse than the training backtest by more than the family's limit;
+- orange: input data drift, i.e. the share of drifted features is at least `drift_share`;
+- yellow: prediction drift (a model output's distribution moved) without enough input drift for orange.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from tradecast.config import ConfigModel, load_config
+from tradecast.errors import ConfigError
+
+FAMILIES: tuple[str, ...] = ("demand", "delay", "risk")
+SEVERITIES: tuple[str, ...] = ("yellow", "orange", "red")  # increasing
+
+
+class ColumnTest(ConfigModel):
+    """A stat test for one column: an Evidently method name and its threshold.
+
+    p-value methods (ks, chisquare, z) flag drift when p < threshold; distance methods (wasserstein, psi,
+    jensenshannon, hellinger, ...) flag drift when distance >= threshold.
+    """
+
+    method: str
+    threshold: float | None = None
+
+
+class PerformanceRule(ConfigModel):
+    """How the window's performance is compared with the champion's training backtest.
+
+    `absolute_drop`: alert when backtest - window > limit (metrics where higher is better, in [0, 1]).
+    `relative_increase`: alert when window > backtest * (1 + limit) (errors where lower is better).
+    """
+
+    metric: str = Field(description="metric name computed on the window, e.g. accuracy, mae, recall_at_3pct_fpr")
+    backtest_metrics: list[str] = Field(description="MLflow metric names on the champion run to compare with, "
+                                                    "first found wins")
+    rule: Literal["absolute_drop", "relative_increase"]
+    limit: float = Field(gt=0)
+    min_labels: int = Field(30, ge=1, description="labelled predictions needed before judging performance")
+    min_positives: int = Field(0, ge=0, description="positive labels needed (classification only)")
+
+
+class FamilyMonitorConfig(ConfigModel):
+    """Drift and performance thresholds of one model family."""
+
+    drift_share: float = Field(0.3, gt=0, le=1, description="share of drifted features that is an input-drift alert")
+    num_method: str | None = Field("wasserstein", description="Evidently stat test for numeric columns; "
+                                                              "null = Evidently's choice by sample size")
+    num_threshold: float | None = 0.1
+    cat_method: str | None = Field("jensenshannon", description="stat test for categorical columns; null = auto")
+    cat_threshold: float | None = 0.1
+    noise_factor: float = Field(3.0, ge=0, description="distance thresholds are raised to noise_factor/sqrt(n) "
+                                                        "for a window of n rows, so sampling noise alone never alerts")
+    per_column: dict[str, ColumnTest] = Field(default_factory=dict, description="overrides by column name")
+    exclude_columns: list[str] = Field(default_factory=list, description="never tested for drift")
+    max_categories: int = Field(50, ge=2, description="string columns with more distinct values are ids, skipped")
+    prediction_columns: list[str] = Field(default_factory=list, description="outputs tested for prediction drift")
+    performance: PerformanceRule
+
+
+class WebhookConfig(ConfigModel):
+    """Optional webhook: each alert record is POSTed as JSON; failures are reported, never fatal."""
+
+    url: str | None = None
+    timeout_seconds: float = Field(3.0, gt=0, le=60)
+
+
+class RetrainConfig(ConfigModel):
+    """Which alerts start a retrain with `tradecast retrain --if-drift`."""
+
+    min_severity: Literal["yellow", "orange", "red"] = "orange"
+
+
+class MonitoringConfig(ConfigModel):
+    """configs/monitoring.yaml."""
+
+    window: str = Field("7d", description="default window length: <n>d or <n>h")
+    reference_days: int = Field(28, ge=1, description="fallback reference: this many days before the window")
+    reference_sample_rows: int = Field(20000, ge=100, description="cap on reference rows (seeded sample)")
+    min_rows: int = Field(30, ge=1, description="predictions needed in the window before testing drift")
+    exit_severity: Literal["yellow", "orange", "red"] = Field(
+        "yellow", description="`tradecast monitor` exits 1 when an alert at or above this severity is raised")
+    seed: int = 0
+    webhook: WebhookConfig = WebhookConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    families: dict[str, FamilyMonitorConfig]
+
+    @field_validator("window")
+    @classmethod
+    def _window_ok(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @field_validator("families")
+    @classmethod
+    def _families_ok(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; choose from {list(FAMILIES)}")
+        return value
+
+    def family(self, name: str) -> FamilyMonitorConfig:
+        """Thresholds of one family, with an error naming the missing section."""
+        if name not in self.families:
+            raise ConfigError(f"configs/monitoring.yaml: families.{name}: section missing")
+        return self.families[name]
+
+
+def parse_window(text: str) -> timedelta:
+    """'7d' -> 7 days, '36h' -> 36 hours; anything else is a ConfigError naming the value."""
+    match = re.fullmatch(r"\s*(\d+)\s*([dh])\s*", str(text))
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"window '{text}': use a positive number of days or hours, e.g. 7d or 36h")
+    n = int(match.group(1))
+    return timedelta(days=n) if match.group(2) == "d" else timedelta(hours=n)
+
+
+def severity_rank(severity: str | None) -> int:
+    """0 for no alert, then 1 yellow, 2 orange, 3 red."""
+    return 0 if severity is None else SEVERITIES.index(severity) + 1
+
+
+def load_monitoring_config(path: Path | str | None = None) -> MonitoringConfig:
+    """Load configs/monitoring.yaml (or `path`) with TRADECAST_MONITORING__... overrides."""
+    return load_config(MonitoringConfig, "monitoring", path)

@@ -1,0 +1,120 @@
+"""One monitor run of one family: read the window, load the reference, test drift, judge performance,
+write the reports, raise the alert. The CLI (`tradecast monitor`) and the retrain loop call `run_monitor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from monitoring.alerts import Alert, WebhookResult, alert_reasons, append_alert, build_alert, post_webhook
+from monitoring.config import MonitoringConfig, parse_window, severity_rank
+from monitoring.drift import DriftResult, compute_drift
+from monitoring.outcomes import join_outcomes, load_outcomes
+from monitoring.performance import PerformanceCheck, compare_with_backtest, window_performance
+from monitoring.predlog import read_prediction_log
+from monitoring.reference import champion_info, describe, load_reference
+from monitoring.report import build_drift_snapshot, evidently_metrics, report_paths, write_html, write_json
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    family: str
+    drift: DriftResult | None
+    performance: PerformanceCheck | None
+    alert: Alert | None
+    summary: dict[str, Any]
+    html_path: Path
+    json_path: Path
+
+    @property
+    def severity(self) -> str | None:
+        return self.alert.severity if self.alert else None
+
+
+def utc_now() -> datetime:
+    """Now as a naive UTC datetime (the log's time base)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def parse_until(text: str | None) -> datetime:
+    """--until: an ISO date or datetime (UTC); default now."""
+    from tradecast.errors import TradecastError
+
+    if not text:
+        return utc_now()
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise TradecastError(f"--until: '{text}' is not an ISO date or datetime (e.g. 2026-11-22 or "
+                             f"2026-11-22T06:00)") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = None, window: str | None = None,
+                reference_path: Path | None = None, time_column: str = "logged_at",
+                webhook_url: str | None = None, send_webhook: bool = True, write: bool = True) -> MonitorResult:
+    """Monitor `family` over [until - window, until): drift vs reference, performance vs backtest, alert."""
+    fam = cfg.family(family)
+    until = until or utc_now()
+    start = until - parse_window(window or cfg.window)
+    log = read_prediction_log(family, start, until, time_column)
+    current = log.frame
+    champion = champion_info(family)
+    reference = load_reference(family, start, cfg, reference_path, time_column, champion)
+
+    drift, drift_note, snapshot = None, None, None
+    if len(current) < cfg.min_rows:
+        drift_note = f"not enough data: {len(current)} prediction(s) in the window (need {cfg.min_rows})"
+    elif reference.empty:
+        drift_note = f"no reference: {reference.source}"
+    else:
+        drift = compute_drift(reference.frame, current, fam)
+
+    performance = None
+    if len(current):
+        joined = join_outcomes(current, load_outcomes(family), family, as_of=until)
+        perf = window_performance(family, joined)
+        performance = compare_with_backtest(perf, champion.metrics if champion else None, fam.performance)
+
+    alert = build_alert(family, alert_reasons(drift, performance), start, until)
+    html_path, json_path = report_paths(family, start, until)
+    if alert is not None:
+        alert = Alert(**{**alert.__dict__, "report_html": str(html_path), "summary_json": str(json_path)})
+    summary: dict[str, Any] = {
+        "family": family,
+        "window": {"start": start.isoformat(), "end": until.isoformat(), "time_column": time_column,
+                   "rows": len(current), "files": [str(p) for p in log.files], "bad_lines": log.bad_lines},
+        "reference": {"source": reference.source, "rows": 0 if reference.empty else len(reference.frame)},
+        "champion": describe(champion),
+        "drift": drift.to_dict() if drift else None,
+        "drift_note": drift_note,
+        "performance": performance.to_dict() if performance else None,
+        "alert": alert.record() if alert else None,
+        "report": {"html": str(html_path), "json": str(json_path)},
+        "model_versions": sorted(current["model_version"].dropna().astype(str).unique().tolist())
+        if "model_version" in current.columns else [],
+    }
+    if write:
+        if drift is not None and (drift.features or drift.predictions):
+            snapshot = build_drift_snapshot(reference.frame, current, drift, fam)
+        summary["evidently"] = evidently_metrics(snapshot)
+        if alert is not None:
+            append_alert(alert)
+            url = webhook_url or cfg.webhook.url
+            if url and send_webhook:
+                result: WebhookResult = post_webhook(url, alert, cfg.webhook.timeout_seconds)
+                summary["webhook"] = result.__dict__
+        write_html(html_path, summary, snapshot)
+        write_json(json_path, summary)
+    return MonitorResult(family, drift, performance, alert, summary, html_path, json_path)
+
+
+def exit_code(results: list[MonitorResult], exit_severity: str) -> int:
+    """1 when any family raised an alert at or above `exit_severity`, else 0."""
+    worst = max((severity_rank(r.severity) for r in results), default=0)
+    return 1 if worst and worst >= severity_rank(exit_severity) else 0

@@ -1,0 +1,179 @@
+"""Performance of logged predictions once their outcomes are known, against the champion's training backtest.
+
+Metrics come from training.metrics so the window and the backtest are measured the same way. Only labelled
+predictions count; the label coverage is reported beside every metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring.config import PerformanceRule
+
+FALSE_ALARM_RATE = 0.03
+
+
+@dataclass(frozen=True)
+class WindowPerformance:
+    """Metrics of the window's labelled predictions."""
+
+    n_predictions: int
+    n_labelled: int
+    n_positives: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label_coverage(self) -> float:
+        return self.n_labelled / self.n_predictions if self.n_predictions else 0.0
+
+
+@dataclass(frozen=True)
+class PerformanceCheck:
+    """The window metric beside the backtest value and the verdict of the family's rule."""
+
+    metric: str
+    status: str  # ok | breach | not_enough_labels | no_backtest | no_metric
+    window_value: float | None
+    backtest_value: float | None
+    backtest_metric: str | None
+    rule: str
+    limit: float
+    change: float | None  # absolute drop or relative increase, per the rule
+    reason: str
+    n_labelled: int = 0
+    label_coverage: float = 0.0
+
+    @property
+    def breached(self) -> bool:
+        return self.status == "breach"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _numeric(frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype="float64")
+
+
+def _bool(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """Labels as 1.0 / 0.0, NaN where unknown."""
+    if col not in frame.columns:
+        return np.full(len(frame), np.nan)
+    values = frame[col].astype("object")
+    mapped = values.map(lambda v: np.nan if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+                        else float(bool(v)) if not isinstance(v, str) else float(v.strip().lower() in ("true", "1")))
+    return mapped.to_numpy(dtype="float64")
+
+
+def demand_performance(joined: pd.DataFrame) -> WindowPerformance:
+    """accuracy (1 - WAPE of P50), wape, bias, P10-P90 coverage on predictions whose units are known."""
+    from training import metrics as m
+
+    y, p10, p50, p90 = (_numeric(joined, c) for c in ("y_units", "out_p10", "out_p50", "out_p90"))
+    ok = ~np.isnan(y) & ~np.isnan(p50)
+    out: dict[str, float] = {}
+    if ok.any():
+        out = {"accuracy": m.accuracy(y[ok], p50[ok]), "wape": m.wape(y[ok], p50[ok]), "bias": m.bias(y[ok], p50[ok])}
+        both = ok & ~np.isnan(p10) & ~np.isnan(p90)
+        if both.any():
+            out["coverage_p10_p90"] = m.interval_coverage(y[both], p10[both], p90[both])
+    return WindowPerformance(len(joined), int(ok.sum()), None, out)
+
+
+def delay_performance(joined: pd.DataFrame) -> WindowPerformance:
+    """mae of P50 transit days, P90 coverage, late AUC and Brier on delivered shipments."""
+    from training import metrics as m
+
+    y, p50, p90 = (_numeric(joined, c) for c in ("y_transit_days", "out_transit_days_p50", "out_transit_days_p90"))
+    ok = ~np.isnan(y) & ~np.isnan(p50)
+    out: dict[str, float] = {}
+    if ok.any():
+        out["mae"] = float(np.mean(np.abs(y[ok] - p50[ok])))
+        cov = ok & ~np.isnan(p90)
+        if cov.any():
+            out["p90_coverage"] = float(np.mean(y[cov] <= p90[cov]))
+        late, p_late = _bool(joined, "y_late"), _numeric(joined, "out_p_late")
+        lk = ok & ~np.isnan(late) & ~np.isnan(p_late)
+        if lk.any():
+            out["late_auc"] = m.roc_auc(late[lk], p_late[lk])
+            out["late_brier"] = m.brier(late[lk], p_late[lk])
+    return WindowPerformance(len(joined), int(ok.sum()), None, out)
+
+
+def risk_performance(joined: pd.DataFrame, false_alarm_rate: float = FALSE_ALARM_RATE) -> WindowPerformance:
+    """Fraud recall at the false-alarm rate, PR-AUC and Brier on orders whose fraud label is known.
+
+    Orders without a known label are left out: a chargeback that has not arrived yet is not a negative.
+    """
+    from training import metrics as m
+
+    y, p = _bool(joined, "y_is_fraud"), _numeric(joined, "out_p_fraud")
+    ok = ~np.isnan(y) & ~np.isnan(p)
+    out: dict[str, float] = {}
+    n_pos = int(np.nansum(y[ok])) if ok.any() else 0
+    if ok.any():
+        out["recall_at_3pct_fpr"] = m.recall_at_false_alarm_rate(y[ok], p[ok], false_alarm_rate)
+        out["pr_auc"] = m.pr_auc(y[ok], p[ok])
+        out["brier"] = m.brier(y[ok], p[ok])
+        out["fraud_rate"] = float(y[ok].mean())
+    yc, pc = _bool(joined, "y_is_compliance_issue"), _numeric(joined, "out_p_compliance")
+    okc = ~np.isnan(yc) & ~np.isnan(pc)
+    if okc.any() and yc[okc].sum() > 0:
+        out["compliance_recall_at_3pct_fpr"] = m.recall_at_false_alarm_rate(yc[okc], pc[okc], false_alarm_rate)
+        out["compliance_pr_auc"] = m.pr_auc(yc[okc], pc[okc])
+    return WindowPerformance(len(joined), int(ok.sum()), n_pos, out)
+
+
+def window_performance(family: str, joined: pd.DataFrame) -> WindowPerformance:
+    """Performance of a family's joined predictions (see join_outcomes)."""
+    return {"demand": demand_performance, "delay": delay_performance, "risk": risk_performance}[family](joined)
+
+
+def pick_backtest_value(backtest: dict[str, float] | None, names: list[str]) -> tuple[str | None, float | None]:
+    """The first of `names` found (finite) among the champion's backtest metrics."""
+    for name in names:
+        value = (backtest or {}).get(name)
+        if value is not None and math.isfinite(float(value)):
+            return name, float(value)
+    return None, None
+
+
+def compare_with_backtest(perf: WindowPerformance, backtest: dict[str, float] | None,
+                          rule: PerformanceRule) -> PerformanceCheck:
+    """Judge the window's metric against the backtest with the family's rule."""
+    base = dict(metric=rule.metric, rule=rule.rule, limit=rule.limit, n_labelled=perf.n_labelled,
+                label_coverage=round(perf.label_coverage, 4))
+    window_value = perf.metrics.get(rule.metric)
+    bt_name, bt_value = pick_backtest_value(backtest, rule.backtest_metrics)
+    if perf.n_labelled < rule.min_labels or (perf.n_positives is not None and perf.n_positives < rule.min_positives):
+        pos = "" if perf.n_positives is None else f", {perf.n_positives} positive(s) (need {rule.min_positives})"
+        return PerformanceCheck(status="not_enough_labels", window_value=window_value, backtest_value=bt_value,
+                                backtest_metric=bt_name, change=None,
+                                reason=f"{perf.n_labelled} labelled prediction(s) (need {rule.min_labels}){pos}",
+                                **base)
+    if window_value is None or not math.isfinite(window_value):
+        return PerformanceCheck(status="no_metric", window_value=None, backtest_value=bt_value,
+                                backtest_metric=bt_name, change=None,
+                                reason=f"{rule.metric} could not be computed on the window", **base)
+    if bt_value is None:
+        return PerformanceCheck(status="no_backtest", window_value=window_value, backtest_value=None,
+                                backtest_metric=None, change=None,
+                                reason=f"champion has none of the backtest metrics {rule.backtest_metrics}", **base)
+    if rule.rule == "absolute_drop":
+        change = bt_value - window_value
+        breached = change > rule.limit
+        words = f"{rule.metric} {window_value:.3f} vs backtest {bt_value:.3f}: down {change * 100:.1f} points " \
+                f"(limit {rule.limit * 100:.0f})"
+    else:
+        change = (window_value - bt_value) / bt_value if bt_value else math.inf
+        breached = change > rule.limit
+        words = f"{rule.metric} {window_value:.3f} vs backtest {bt_value:.3f}: {change:+.1%} (limit +{rule.limit:.0%})"
+    return PerformanceCheck(status="breach" if breached else "ok", window_value=window_value, backtest_value=bt_value,
+                            backtest_metric=bt_name, change=change, reason=words, **base)

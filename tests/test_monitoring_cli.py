@@ -1,0 +1,139 @@
+"""`tradecast monitor` end to end on a hand-written prediction log: exit status, reports, alert record, webhook."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from monitoring_fixtures import delay_frame, delay_records, delay_reference
+from typer.testing import CliRunner
+
+from monitoring.alerts import read_alerts
+from monitoring.predlog import write_prediction_records
+from tradecast.cli import app
+
+UNTIL = "2026-11-22T00:00"
+
+
+@pytest.fixture
+def delay_home(tmp_home, tmp_path):
+    """A home whose reference file is the champion-like sample; returns (reference path, writer of the window)."""
+    ref = tmp_path / "reference.parquet"
+    delay_reference(delay_frame(3000, seed=1)).to_parquet(ref)
+
+    def write_window(shift: float) -> None:
+        frame = delay_frame(400, seed=2, shift=shift)
+        write_prediction_records("delay", delay_records(frame, datetime(2026, 11, 15, 6), hours=6 * 24))
+
+    return ref, write_window
+
+
+def monitor(ref, *extra):
+    return CliRunner().invoke(app, ["monitor", "--family", "delay", "--until", UNTIL, "--reference", str(ref),
+                                    *extra])
+
+
+def test_no_drift_exits_zero_without_alert(delay_home, tmp_home):
+    ref, write_window = delay_home
+    write_window(shift=0.0)
+    result = monitor(ref)
+    assert result.exit_code == 0, result.output
+    assert read_alerts() == []
+    summary = json.loads((tmp_home / "reports" / "delay_20261115T0000_20261122T0000.json").read_text())
+    assert summary["window"]["rows"] == 400
+    assert summary["drift"]["n_drifted_features"] == 0 and summary["alert"] is None
+    assert (tmp_home / "reports" / "delay_20261115T0000_20261122T0000.html").exists()
+
+
+def test_drift_breach_exits_one_and_writes_alert(delay_home, tmp_home):
+    ref, write_window = delay_home
+    write_window(shift=1.0)
+    result = monitor(ref)
+    assert result.exit_code == 1, result.output
+    alerts = read_alerts()
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["family"] == "delay" and alert["severity"] == "orange"
+    assert {r["kind"] for r in alert["reasons"]} == {"input_drift", "prediction_drift"}
+    assert "f_lane_delay_7d" in alert["summary"]
+    html = (tmp_home / "reports" / "delay_20261115T0000_20261122T0000.html").read_text()
+    # a verdict block opens the page; Evidently's widgets list the drifted features before the stable ones
+    body = html[html.index("<body"):]
+    assert body.index("ORANGE") < body.index("f_lane_delay_7d")
+    assert html.index("f_lane_delay_7d") < html.index("f_weight_kg")
+    summary = json.loads((tmp_home / "reports" / "delay_20261115T0000_20261122T0000.json").read_text())
+    assert summary["drift"]["drifted_features"][0] == "f_lane_delay_7d"
+    assert summary["evidently"], "Evidently metrics missing from the JSON summary"
+
+
+def test_exit_severity_orange_ignores_prediction_drift_only(delay_home, tmp_home, monkeypatch):
+    ref, write_window = delay_home
+    write_window(shift=0.0)
+    monkeypatch.setenv("TRADECAST_MONITORING__EXIT_SEVERITY", "red")
+    write_window(shift=1.0)  # half the window shifted
+    assert monitor(ref).exit_code == 0  # alerts below red are recorded, exit stays 0
+    assert read_alerts(), "the alert is still recorded"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_receives_the_alert(delay_home):
+    ref, write_window = delay_home
+    write_window(shift=1.0)
+    _Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = monitor(ref, "--webhook", f"http://127.0.0.1:{server.server_port}/alerts")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    assert len(_Hook.received) == 1
+    assert _Hook.received[0]["severity"] == "orange" and _Hook.received[0]["family"] == "delay"
+
+
+def test_unreachable_webhook_is_reported_not_fatal(delay_home, tmp_home):
+    ref, write_window = delay_home
+    write_window(shift=1.0)
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = monitor(ref, "--webhook", f"http://127.0.0.1:{port}/x")
+    assert result.exit_code == 1, result.output
+    assert "webhook" in result.output and "failed" in result.output
+    summary = json.loads((tmp_home / "reports" / "delay_20261115T0000_20261122T0000.json").read_text())
+    assert summary["webhook"]["ok"] is False
+    assert len(read_alerts()) == 1
+
+
+def test_empty_window_is_not_an_alert(tmp_home, tmp_path):
+    ref = tmp_path / "reference.parquet"
+    delay_reference(delay_frame(500, seed=1)).to_parquet(ref)
+    result = monitor(ref)
+    assert result.exit_code == 0, result.output
+    assert "not enough data" in result.output
+
+
+def test_bad_options_exit_two(tmp_home):
+    result = CliRunner().invoke(app, ["monitor", "--family", "weather"])
+    assert result.exit_code == 2 and "weather" in result.output
+    result = CliRunner().invoke(app, ["monitor", "--family", "delay", "--window", "7w"])
+    assert result.exit_code == 2 and "7w" in result.output

@@ -1,0 +1,137 @@
+"""Delayed labels: late labels are matched by id, missing labels are not negatives; thresholds per family."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.config import load_monitoring_config
+from monitoring.outcomes import ingest_outcomes, join_outcomes, load_outcomes
+from monitoring.performance import (WindowPerformance, compare_with_backtest, risk_performance,
+                                    window_performance)
+from monitoring.predlog import read_prediction_log, write_prediction_records
+from tradecast.errors import DataValidationError
+
+
+def risk_records(scores: list[float], day: str) -> list[dict]:
+    return [{"prediction_id": f"p{i}", "request_id": f"r{i}", "logged_at": f"{day}T10:{i:02d}:00Z", "family": "risk",
+             "endpoint": "score_risk", "model_name": "tradecast-risk", "model_version": "3",
+             "event_time": f"{day}T10:{i:02d}:00", "entity": {"order_id": f"O{i}"},
+             "inputs": {"order_id": f"O{i}", "amount": 10.0 + i}, "features": {"amount": 10.0 + i},
+             "outputs": {"p_fraud": s, "p_compliance": 0.01, "risk_level": "low", "reasons": ["x"]},
+             "defaults_used": []} for i, s in enumerate(scores)]
+
+
+def test_late_labels_match_and_missing_labels_are_not_negatives(tmp_home, tmp_path):
+    # 8 orders scored on 1 Nov; O6 and O7 score highest but their chargebacks have not arrived
+    scores = [0.9, 0.8, 0.1, 0.2, 0.3, 0.05, 0.95, 0.97]
+    write_prediction_records("risk", risk_records(scores, "2026-11-01"))
+    first = tmp_path / "risk_week1.csv"
+    pd.DataFrame({"order_id": ["O2", "O3", "O4", "O5"], "is_fraud": ["false"] * 4}).to_csv(first, index=False)
+    ingest_outcomes("risk", first)
+    # the chargebacks for O0 and O1 arrive 40 days later, in a separate file
+    late = tmp_path / "risk_chargebacks.csv"
+    pd.DataFrame({"order_id": ["O0", "O1"], "is_fraud": [True, True],
+                  "fraud_reported_at": ["2026-12-11", "2026-12-12"]}).to_csv(late, index=False)
+    result = ingest_outcomes("risk", late)
+    assert (result.rows_new, result.rows_total) == (2, 6)
+
+    log = read_prediction_log("risk", datetime(2026, 11, 1), datetime(2026, 11, 2)).frame
+    joined = join_outcomes(log, load_outcomes("risk"), "risk")
+    assert joined["labelled"].tolist() == [True] * 6 + [False, False]
+    assert joined.loc[joined.order_id.isin(["O0", "O1"]), "y_is_fraud"].tolist() == [True, True]
+    perf = risk_performance(joined)
+    assert (perf.n_predictions, perf.n_labelled, perf.n_positives) == (8, 6, 2)
+    # both frauds outscore every known negative: recall 1.0. Counting O6/O7 as negatives would push the
+    # false-alarm threshold above 0.9 and report recall 0.
+    assert perf.metrics["recall_at_3pct_fpr"] == 1.0
+    assert perf.metrics["fraud_rate"] == pytest.approx(2 / 6)
+
+    # as of 1 Dec the chargebacks had not been reported yet: those orders are unlabelled, not negatives
+    before = join_outcomes(log, load_outcomes("risk"), "risk", as_of=datetime(2026, 12, 1))
+    assert before["labelled"].sum() == 4
+    assert risk_performance(before).n_positives == 0
+
+
+def test_delay_transit_from_delivery_time_and_late_flag(tmp_home, tmp_path):
+    preds = pd.DataFrame({"shipment_id": ["A", "B", "C"], "event_time": pd.to_datetime(["2026-11-01"] * 3),
+                          "in_promised_days": [5.0, 5.0, 5.0], "out_transit_days_p50": [5.0, 6.0, 4.0]})
+    src = tmp_path / "deliveries.csv"
+    pd.DataFrame({"shipment_id": ["A", "B"], "delivered_at": ["2026-11-08T00:00", "2026-11-05T12:00"]}).to_csv(
+        src, index=False)
+    ingest_outcomes("delay", src)
+    joined = join_outcomes(preds, load_outcomes("delay"), "delay")
+    assert joined["y_transit_days"].tolist()[:2] == [7.0, 4.5]
+    assert joined["y_late"].tolist()[:2] == [True, False]
+    assert joined["labelled"].tolist() == [True, True, False]
+    perf = window_performance("delay", joined)
+    assert perf.n_labelled == 2 and perf.metrics["mae"] == pytest.approx((2.0 + 1.5) / 2)
+    # as of 6 Nov, A was still in transit
+    assert join_outcomes(preds, load_outcomes("delay"), "delay", as_of=datetime(2026, 11, 6))["labelled"].sum() == 1
+
+
+def test_demand_join_on_sku_market_date(tmp_home, tmp_path):
+    preds = pd.DataFrame({"sku_id": ["K1", "K1", "K2"], "market": ["DE", "DE", "MY"],
+                          "date": ["2026-11-03", "2026-11-04", "2026-11-03"],
+                          "out_p10": [5.0, 5.0, 1.0], "out_p50": [10.0, 10.0, 2.0], "out_p90": [15.0, 15.0, 3.0]})
+    src = tmp_path / "sales.csv"
+    pd.DataFrame({"sku_id": ["K1", "K2", "K9"], "market": ["DE", "MY", "US"],
+                  "date": ["2026-11-03", "2026-11-03", "2026-11-03"], "units": [12, 2, 7]}).to_csv(src, index=False)
+    ingest_outcomes("demand", src)
+    joined = join_outcomes(preds, load_outcomes("demand"), "demand")
+    assert joined["labelled"].tolist() == [True, False, True]
+    perf = window_performance("demand", joined)
+    assert perf.metrics["accuracy"] == pytest.approx(1 - 2 / 14)
+
+
+def test_outcome_merge_updates_and_never_erases(tmp_home, tmp_path):
+    a = tmp_path / "a.csv"
+    pd.DataFrame({"order_id": ["O1", "O2"], "is_fraud": ["false", "false"],
+                  "is_compliance_issue": ["true", "false"]}).to_csv(a, index=False)
+    ingest_outcomes("risk", a)
+    b = tmp_path / "b.csv"
+    pd.DataFrame({"order_id": ["O2"], "is_fraud": ["true"], "fraud_reported_at": ["2026-12-30"]}).to_csv(b, index=False)
+    result = ingest_outcomes("risk", b)
+    assert (result.rows_new, result.rows_updated) == (0, 1)
+    known = load_outcomes("risk").set_index("order_id")
+    assert bool(known.loc["O2", "is_fraud"]) is True
+    assert bool(known.loc["O1", "is_compliance_issue"]) is True
+    assert bool(known.loc["O2", "is_compliance_issue"]) is False  # not in file b: kept
+
+
+def test_bad_outcome_file_names_the_column(tmp_home, tmp_path):
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"shipment_id": ["A", None], "transit_days": ["3", "soon"], "colour": ["r", "g"]}).to_csv(
+        bad, index=False)
+    with pytest.raises(DataValidationError) as err:
+        ingest_outcomes("delay", bad)
+    text = str(err.value)
+    assert "colour" in text
+    assert not (tmp_home / "outcomes" / "delay.parquet").exists()
+
+
+@pytest.mark.parametrize("family,window,backtest,breach", [
+    ("demand", 0.70, 0.81, True),   # down 11 points > 10
+    ("demand", 0.72, 0.81, False),  # down 9 points
+    ("delay", 2.5, 2.0, True),      # MAE +25% > 20%
+    ("delay", 2.3, 2.0, False),     # +15%
+    ("risk", 0.40, 0.60, True),     # recall down 20 points > 15
+    ("risk", 0.50, 0.60, False),
+])
+def test_performance_rules_per_family(family, window, backtest, breach):
+    rule = load_monitoring_config().family(family).performance
+    perf = WindowPerformance(n_predictions=1000, n_labelled=800, n_positives=50, metrics={rule.metric: window})
+    check = compare_with_backtest(perf, {rule.backtest_metrics[0]: backtest}, rule)
+    assert check.breached is breach
+    assert check.status == ("breach" if breach else "ok")
+
+
+def test_too_few_labels_is_not_judged():
+    rule = load_monitoring_config().family("risk").performance
+    perf = WindowPerformance(n_predictions=1000, n_labelled=50, n_positives=1, metrics={rule.metric: 0.0})
+    check = compare_with_backtest(perf, {rule.backtest_metrics[0]: 0.9}, rule)
+    assert check.status == "not_enough_labels" and not check.breached
+    assert np.isclose(check.label_coverage, 0.05)
