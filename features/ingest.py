@@ -261,7 +261,7 @@ def build_column(name: str, spec: ColumnSpec, rows: pd.DataFrame, built: pd.Data
 
 
 def _transform(name: str, label: str, spec: ColumnSpec, values: pd.Series, collect: _Collector) -> pd.Series | None:
-    if spec.date_format:
+    if spec.date_format and not pd.api.types.is_datetime64_any_dtype(values):  # Parquet dates are dates already
         text = values.astype("string").str.strip()
         parsed = pd.to_datetime(text, format=spec.date_format, errors="coerce")
         bad = parsed.isna() & text.notna()

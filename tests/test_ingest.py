@@ -386,3 +386,44 @@ columns:
     got = problems_of(exc)
     assert set(got) == {"Block", "destination_market"}   # lane: reported through its causes only
     assert "move 'destination_market' above 'lane'" in got["destination_market"][0].message
+
+
+def test_parquet_source_with_typed_columns(tmp_home, tmp_path):
+    src = pd.DataFrame({"store": [1.0, 2.0], "dept": [3, 4], "when": pd.to_datetime(["2024-01-05", "2024-01-05"]),
+                        "sales": [1200.0, 99.0], "price_band": ["x", "UNKNOWN"]})
+    path = tmp_path / "sales.parquet"
+    src.to_parquet(path)
+    mapping = write(tmp_path / "m.yaml", """
+table: daily_sales
+check_references: false
+columns:
+  date: {from: when, date_format: "%Y-%m-%d"}
+  sku_id: {template: "S{store}-{dept}"}
+  market: {value: US}
+  units: {from: sales, clip_max: 1000}
+  promotion_event: {from: price_band, map: {x: flash_sale}, unmapped: keep}
+""")
+    ingest_file("daily_sales", path, mapping)
+    df = read_table("daily_sales")
+    assert list(df["sku_id"]) == ["S1-3", "S2-4"]          # whole floats print without '.0'
+    assert list(df["units"]) == [1000.0, 99.0]
+    assert list(df["promotion_event"]) == ["flash_sale", "UNKNOWN"]
+
+
+def test_thousands_separator(tmp_home, tmp_path):
+    csv = write(tmp_path / "t.csv", 'id,kg\n1,"1,234.5"\n')
+    mapping = write(tmp_path / "m.yaml", """
+table: shipments
+read: {thousands: ","}
+columns:
+  shipment_id: id
+  created_at: {value: "2024-01-01"}
+  origin_warehouse: {value: W}
+  destination_market: {value: US}
+  lane: {value: W>US}
+  mode: {value: air}
+  carrier: {value: c}
+  weight_kg: kg
+""")
+    ingest_file("shipments", csv, mapping)
+    assert read_table("shipments")["weight_kg"][0] == 1234.5
