@@ -1,0 +1,1 @@
+"""BentoML prediction service: request models, prediction functions, model loading, auth and prediction log."""

@@ -1,0 +1,262 @@
+"""Serving config, champion loading with a local copy, and the Feast feature source.
+
+Champions: at startup each family's `champion` alias is resolved in the MLflow registry; the version's model
+folder is copied once to `$TRADECAST_HOME/models/<family>/v<version>/` and loaded from there, and
+`<family>/champion.json` records it. When the registry cannot be reached (or has no champion), the service
+starts from the recorded local copy instead. `ServingRuntime.reload()` (polled every `reload_poll_s` and on
+POST /admin/reload) loads a moved alias in the background and swaps it in with one assignment, so requests
+in flight finish on the old model and none are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from serving.bundle import FAMILIES, FEATURE_SERVICES, FeatureVectors, ModelBundle
+from tradecast.config import ConfigModel, load_config
+from tradecast.errors import TradecastError
+from tradecast.paths import ensure_dir, models_cache_dir
+
+logger = logging.getLogger("tradecast.serving")
+
+
+class PredictionLogConfig(ConfigModel):
+    flush_interval_s: float = Field(1.0, gt=0, le=300)
+    fsync: bool = True
+
+
+class ServingConfig(ConfigModel):
+    """configs/serving.yaml."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    families: list[str] = Field(default_factory=lambda: list(FAMILIES))
+    max_batch_items: int = Field(500, ge=1, le=100_000)
+    max_body_bytes: int = Field(8_000_000, ge=1000)
+    alert_delay_hours: float = Field(48.0, gt=0)
+    risk_levels: dict[str, float] = Field(default_factory=lambda: {"low": 0.0, "medium": 0.2, "high": 0.5,
+                                                                    "critical": 0.8})
+    reload_poll_s: float = Field(30.0, ge=0)
+    registry_timeout_s: float = Field(10.0, gt=0)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    runtime_factory: Optional[str] = None
+
+    def model_post_init(self, _context: Any) -> None:
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"families: unknown {unknown}; choose from {list(FAMILIES)}")
+
+
+def load_serving_config(path: Path | str | None = None) -> ServingConfig:
+    """configs/serving.yaml (or `path`) with TRADECAST_SERVING__* overrides."""
+    return load_config(ServingConfig, "serving", path)
+
+
+# ------------------------------------------------------------------ models
+
+
+class TradecastModelBundle:
+    """A training.pyfunc.TradecastModel as a ModelBundle (output names mapped onto the serving contract)."""
+
+    RENAME = {"p50_days": "transit_days_p50", "p90_days": "transit_days_p90"}
+
+    def __init__(self, family: str, name: str, version: str, model: Any) -> None:
+        self.family = family
+        self.name = name
+        self.version = str(version)
+        self.model = model
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = self.model.predict_frame(frame).rename(columns=self.RENAME).reset_index(drop=True)
+        if "reason_codes" in out.columns:
+            out["reasons"] = [[r for r in str(text).split("; ") if r] if isinstance(text, str) else []
+                              for text in out.pop("reason_codes")]
+        return out
+
+
+def registered_name(family: str) -> str:
+    from training.registry import registered_name as name
+
+    return name(family)
+
+
+def cache_record_path(family: str) -> Path:
+    """`champion.json` of a family in the local model cache."""
+    return models_cache_dir() / family / "champion.json"
+
+
+def read_cache_record(family: str) -> dict[str, Any] | None:
+    path = cache_record_path(family)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        logger.warning("%s is damaged; ignoring the local copy", path)
+        return None
+
+
+def write_cache_record(family: str, record: dict[str, Any]) -> None:
+    path = cache_record_path(family)
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".champion.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+class MlflowChampions:
+    """Champion versions from the MLflow registry, model folders through the local cache."""
+
+    def champion_version(self, family: str) -> str | None:
+        """The registry's champion version (raises when the registry is unreachable)."""
+        from training.registry import champion_version
+
+        return champion_version(family)
+
+    def fetch(self, family: str, version: str) -> Path:
+        """Local folder of a version, downloaded once (atomic rename, safe with several workers)."""
+        from training.registry import download_version
+
+        final = models_cache_dir() / family / f"v{version}"
+        if not final.exists():
+            tmp = ensure_dir(models_cache_dir() / family / f".tmp-v{version}-{os.getpid()}-{threading.get_ident()}")
+            try:
+                download_version(family, version, tmp)
+                try:
+                    os.rename(tmp, final)
+                except OSError:  # another worker finished first
+                    if not final.exists():
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def load_path(self, family: str, version: str, folder: Path) -> ModelBundle:
+        from training.registry import load_model_from_path
+
+        model_dir = _model_dir(folder)
+        return TradecastModelBundle(family, registered_name(family), version, load_model_from_path(model_dir))
+
+    def load(self, family: str, version: str) -> ModelBundle:
+        """Fetch and load a version, recording it as the local champion copy."""
+        folder = self.fetch(family, version)
+        bundle = self.load_path(family, version, folder)
+        write_cache_record(family, {"family": family, "name": bundle.name, "version": str(version),
+                                    "folder": folder.name})
+        return bundle
+
+    def load_cached(self, family: str) -> ModelBundle | None:
+        """The champion copy recorded locally, without the registry (None when there is none)."""
+        record = read_cache_record(family)
+        if not record:
+            return None
+        folder = models_cache_dir() / family / record["folder"]
+        if not folder.exists():
+            return None
+        return self.load_path(family, record["version"], folder)
+
+
+def _model_dir(folder: Path) -> Path:
+    """The MLflow model folder (holding MLmodel) inside a downloaded version folder."""
+    if (folder / "MLmodel").exists():
+        return folder
+    found = sorted(p.parent for p in folder.rglob("MLmodel"))
+    if not found:
+        raise TradecastError(f"{folder}: no MLflow model (MLmodel file) inside")
+    return found[0]
+
+
+def load_champion_bundle(source: MlflowChampions, family: str) -> ModelBundle | None:
+    """The registry's champion (through the cache), else the local copy, else None (logged)."""
+    try:
+        version = source.champion_version(family)
+    except Exception as exc:  # registry down: the local copy is what we can serve
+        logger.warning("registry unreachable for %s (%s); starting from the local copy", family, exc)
+        version = None
+    if version is not None:
+        try:
+            return source.load(family, version)
+        except Exception as exc:
+            logger.warning("cannot fetch %s v%s (%s); trying the local copy", family, version, exc)
+    bundle = source.load_cached(family)
+    if bundle is None:
+        logger.error("no champion for %s in the registry and no local copy: train and promote one", family)
+    else:
+        logger.warning("serving %s v%s from the local copy", family, bundle.version)
+    return bundle
+
+
+# ------------------------------------------------------------------ features
+
+
+# request columns entity_rows rewrites the way training did (null category -> 'unknown', ...)
+REWRITTEN: dict[str, tuple[str, ...]] = {"delay": ("category",), "risk": ("category", "device_id", "ip")}
+
+
+def _text(series: pd.Series, missing: str) -> pd.Series:
+    return series.astype("object").where(series.notna(), missing)
+
+
+def entity_rows(family: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Request rows -> the join keys and request columns of the family's feature service, derived exactly as
+    features.store.{demand,delay,risk}_entities derive them for training."""
+    out = rows.copy()
+    if family == "demand":
+        from features.on_demand import calendar_columns
+
+        out["series_id"] = out["sku_id"].astype(str) + "|" + out["market"].astype(str)
+        out["target_date"] = out["date"]
+        out["as_of"] = out["date"] - pd.to_timedelta(out["horizon"] - 1, unit="D")
+        out["event_timestamp"] = out["as_of"]
+        out["is_promotion"] = (out["promotion_event"].notna()
+                               & (out["promotion_event"].astype(str) != "")).astype(float)
+        cal = calendar_columns(out["date"].reset_index(drop=True))
+        for c in cal.columns:
+            out[c] = cal[c].to_numpy()
+    elif family == "delay":
+        out["lane_mode"] = out["lane"].astype(str) + "|" + out["mode"].astype(str)
+        out["category"] = _text(out["category"], "unknown")
+        out["event_timestamp"] = out["created_at"]
+    elif family == "risk":
+        out["order_category"] = out["category"]
+        out["category"] = _text(out["category"], "unknown")
+        for c in ("device_id", "ip"):
+            out[c] = _text(out[c], "")
+        out["account_age_days"] = ((out["ordered_at"] - out["account_created_at"]) / pd.Timedelta(days=1)).astype(float)
+        out["event_timestamp"] = out["ordered_at"]
+    return out
+
+
+class FeastFeatureSource:
+    """features.store online lookup (Feast online store + on-demand features) and the velocity push."""
+
+    def __init__(self) -> None:
+        from features.store import default_store
+
+        self.store = default_store()
+
+    def lookup(self, family: str, rows: pd.DataFrame) -> FeatureVectors:
+        from features.store import online_features
+
+        entities = entity_rows(family, rows)
+        result = online_features(FEATURE_SERVICES[family], entities, store=self.store)
+        derived = [c for c in entities.columns if c not in rows.columns or c in REWRITTEN.get(family, ())]
+        frame = pd.concat([entities[derived].reset_index(drop=True), result.frame.reset_index(drop=True)], axis=1)
+        frame = frame.loc[:, ~frame.columns.duplicated(keep="last")]
+        return FeatureVectors(frame, np.asarray(result.defaults_used, dtype=bool))
+
+    def push_orders(self, orders: pd.DataFrame) -> None:
+        from features.store import push_order_velocity
+
+        push_order_velocity(self.store, orders)

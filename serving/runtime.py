@@ -1,0 +1,168 @@
+"""What one server worker holds: config, the loaded models, the feature source and the prediction log.
+
+`ServingRuntime.predict` / `predict_batch` are what the endpoints call; they return (HTTP status, JSON body).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from pydantic import BaseModel
+
+from serving import predict as P
+from serving.bundle import ENDPOINTS, FeatureSource, ModelBundle
+from serving.loading import FeastFeatureSource, MlflowChampions, ServingConfig, load_champion_bundle, load_serving_config
+from serving.prediction_log import PredictionLogger
+from serving.schemas import REQUEST_MODELS
+
+logger = logging.getLogger("tradecast.serving")
+
+
+class ServingRuntime:
+    """Models per family (swapped atomically on reload), features, prediction log, reload polling."""
+
+    def __init__(self, config: ServingConfig, models: dict[str, ModelBundle], features: FeatureSource | None,
+                 prediction_logger: PredictionLogger, champions: MlflowChampions | None = None) -> None:
+        self.config = config
+        self.models = dict(models)
+        self.features = features
+        self.log = prediction_logger
+        self.champions = champions
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._reload_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> "ServingRuntime":
+        self.log.start()
+        if self.champions is not None and self.config.reload_poll_s > 0:
+            self._poller = threading.Thread(target=self._poll, name="champion-reload", daemon=True)
+            self._poller.start()
+        return self
+
+    def close(self) -> None:
+        """Stop polling and flush the prediction log (no record lost on a clean stop)."""
+        self._stop.set()
+        self.log.close()
+
+    def ready(self) -> bool:
+        """Every configured family has a model and the feature source is up."""
+        return self.features is not None and all(f in self.models for f in self.config.families)
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": self.ready(),
+                "models": {f: {"name": m.name, "version": m.version} for f, m in self.models.items()},
+                "missing": [f for f in self.config.families if f not in self.models],
+                "prediction_log_pending": self.log.pending}
+
+    # ---------------------------------------------------------------- reload
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.reload_poll_s):
+            try:
+                self.reload()
+            except Exception:
+                logger.exception("champion reload check failed; keeping the current models")
+
+    def reload(self) -> dict[str, dict[str, str | None]]:
+        """Load champions whose alias moved and swap them in; returns {family: {from, to}} for changes."""
+        if self.champions is None:
+            return {}
+        changes: dict[str, dict[str, str | None]] = {}
+        with self._reload_lock:
+            for family in self.config.families:
+                version = self.champions.champion_version(family)
+                current = self.models.get(family)
+                if version is None or (current is not None and current.version == str(version)):
+                    continue
+                bundle = self.champions.load(family, version)
+                self.models = {**self.models, family: bundle}  # one assignment: readers see old or new
+                changes[family] = {"from": current.version if current else None, "to": bundle.version}
+                logger.info("now serving %s v%s (was %s)", family, bundle.version, current.version if current else None)
+        return changes
+
+    # ---------------------------------------------------------------- predictions
+    def _call(self, family: str, items: Sequence[BaseModel], request_id: str,
+              positions: Sequence[int] | None = None) -> P.PredictionResult:
+        model = self.models[family]
+        kwargs: dict[str, Any] = {"positions": positions}
+        if family == "delay":
+            kwargs["alert_hours"] = self.config.alert_delay_hours
+        elif family == "risk":
+            kwargs["levels"] = self.config.risk_levels
+        result = P.PREDICTORS[family](items, model, self.features, request_id, **kwargs)
+        self.log.append(result.logged)
+        return result
+
+    def unavailable(self, family: str) -> tuple[int, dict[str, Any]] | None:
+        if family not in self.models or self.features is None:
+            what = "feature store" if self.features is None else f"{family} model"
+            return 503, {"error": f"{what} not loaded yet: see /readyz and the server log", "field": family}
+        return None
+
+    def predict(self, family: str, item: BaseModel, request_id: str) -> tuple[int, Any]:
+        """One validated request -> (200, answer) or (503, error)."""
+        down = self.unavailable(family)
+        if down:
+            return down
+        return 200, self._call(family, [item], request_id).responses[0]
+
+    def predict_batch(self, family: str, raw_items: Sequence[Any], request_id: str) -> tuple[int, Any]:
+        """A list of raw items -> (200, answers and per-item errors in order), 413 when too long, 503 when down."""
+        limit = self.config.max_batch_items
+        if len(raw_items) > limit:
+            return 413, {"error": f"items: {len(raw_items)} items, at most {limit} per batch", "field": "items"}
+        down = self.unavailable(family)
+        if down:
+            return down
+        good, problems = P.validate_items(REQUEST_MODELS[family], raw_items)
+        answers: list[Any] = [None] * len(raw_items)
+        for problem in problems:
+            answers[problem.index] = problem.as_dict()
+        if good:
+            positions = [i for i, _ in good]
+            result = self._call(family, [m for _, m in good], request_id, positions)
+            for pos, response in zip(positions, result.responses):
+                answers[pos] = response
+        return 200, answers
+
+
+def _factory(path: str):
+    module, _, name = path.partition(":")
+    if not name:
+        raise ValueError(f"runtime_factory: '{path}' must look like module:function")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_runtime(config: ServingConfig | None = None) -> ServingRuntime:
+    """The runtime of one server worker: MLflow champions (via the local copy) and Feast, unless
+    `runtime_factory` names another builder. Missing models or store leave the runtime not ready (503s)."""
+    config = config or load_serving_config()
+    if config.runtime_factory:
+        return _factory(config.runtime_factory)(config).start()
+    # a dead registry must not hold startup for minutes: few retries, short timeout
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(config.registry_timeout_s)))
+    started = time.perf_counter()
+    champions = MlflowChampions()
+    models = {}
+    for family in config.families:
+        bundle = load_champion_bundle(champions, family)
+        if bundle is not None:
+            models[family] = bundle
+    try:
+        features: FeatureSource | None = FeastFeatureSource()
+    except Exception:
+        logger.exception("feature store unavailable: the service will not be ready")
+        features = None
+    log = PredictionLogger(flush_interval_s=config.prediction_log.flush_interval_s, fsync=config.prediction_log.fsync)
+    runtime = ServingRuntime(config, models, features, log, champions)
+    logger.info("runtime loaded in %.1fs: %s", time.perf_counter() - started, runtime.status())
+    return runtime.start()
+
+
