@@ -171,7 +171,6 @@ print_env() {
 export TRADECAST_SERVICES_DIR='$SERVICES_DIR'
 export REDIS_URL='redis://127.0.0.1:$REDIS_PORT/0'
 export TRADECAST_PG_DSN='postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/tradecast'
-export TRADECAST_MLFLOW_DB_URI='postgresql+psycopg2://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/mlflow'
 EOF
 }
 

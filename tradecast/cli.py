@@ -38,6 +38,38 @@ def run_guarded(func, *args, **kwargs):
         raise typer.Exit(2) from None
 
 
+@app.callback()
+def main_options(
+    profile: Optional[str] = typer.Option(
+        None, "--profile", envvar="TRADECAST_PROFILE",
+        help="Configuration profile applied before any stage loads its config: 'default' (embedded SQLite/Parquet) "
+             "or a file in configs/profiles/, e.g. 'shared' (Redis online store, MLflow on PostgreSQL, Dask).",
+    ),
+) -> None:
+    # no docstring: the app's help text stays the one given to typer.Typer above
+    if profile:
+        from tradecast.profiles import apply_profile
+
+        run_guarded(apply_profile, profile)
+
+
+@app.command("profile")
+def profile_show(
+    name: Optional[str] = typer.Argument(None, help="Profile to show (default: the active one, $TRADECAST_PROFILE)."),
+) -> None:
+    """Show the environment variables a profile sets for the stages (passwords masked)."""
+    import os
+
+    from tradecast.profiles import DEFAULT_PROFILE, PROFILE_ENV, available_profiles, describe_profile
+
+    def _run():
+        for line in describe_profile(name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE):
+            typer.echo(line)
+        typer.echo(f"available: {', '.join(available_profiles())}")
+
+    run_guarded(_run)
+
+
 @data_app.command("generate")
 def data_generate(
     scale: str = typer.Option("small", help="Data scale: tiny, small, medium or large (see configs/data.yaml)."),

@@ -108,6 +108,9 @@ def parse_config(model: type[M], data: dict[str, Any], source: str) -> M:
 
 def load_config(model: type[M], name: str, path: Path | str | None = None) -> M:
     """Load `configs/<name>.yaml` (or `path`) into `model`, applying environment overrides."""
+    from tradecast.profiles import apply_active_profile
+
+    apply_active_profile()  # a selected profile's variables are in the environment before overrides are read
     file = Path(path) if path else config_path(name)
     overrides = env_overrides(name)
     data = deep_merge(read_yaml(file), overrides)
