@@ -59,8 +59,8 @@ class ServingConfig(ConfigModel):
 
 
 def load_serving_config(path: Path | str | None = None) -> ServingConfig:
-    """configs/serving.yaml (or `path`) with TRADECAST_SERVING__* overrides."""
-    return load_config(ServingConfig, "serving", path)
+    """configs/serving.yaml (or `path`, or $TRADECAST_SERVING_CONFIG) with TRADECAST_SERVING__* overrides."""
+    return load_config(ServingConfig, "serving", path or os.environ.get("TRADECAST_SERVING_CONFIG") or None)
 
 
 # ------------------------------------------------------------------ models

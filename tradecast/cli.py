@@ -132,6 +132,9 @@ from monitoring.cli import monitor_command, outcomes_app, retrain_command  # noq
 app.command("monitor")(monitor_command)
 app.command("retrain")(retrain_command)
 app.add_typer(outcomes_app, name="outcomes")
+from serving.cli import serve as serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
 
 
 def _parse_date(text: str, option: str) -> date:
