@@ -177,3 +177,24 @@ def make_runtime(config):
 
     log = PredictionLogger(flush_interval_s=config.prediction_log.flush_interval_s, fsync=config.prediction_log.fsync)
     return ServingRuntime(config, train_bundles(), MemoryFeatureSource(), log)
+
+
+try:
+    from mlflow.pyfunc import PythonModel
+except Exception:  # pragma: no cover
+    PythonModel = object  # type: ignore[misc,assignment]
+
+
+class TinyPyfunc(PythonModel):
+    """A LightGBMBundle packaged like training.pyfunc.TradecastModel (predict_frame), for registry tests."""
+
+    _skip_type_hint_validation = True
+
+    def __init__(self, bundle: LightGBMBundle) -> None:
+        self.bundle = bundle
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.bundle.predict(frame)
+
+    def predict(self, context, model_input, params=None):  # noqa: D401 - MLflow signature
+        return self.predict_frame(model_input)
