@@ -135,6 +135,10 @@ app.add_typer(outcomes_app, name="outcomes")
 from serving.cli import serve as serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
+from training.cli import models_app, train_command  # noqa: E402
+
+app.command("train")(train_command)
+app.add_typer(models_app, name="models")
 
 
 def _parse_date(text: str, option: str) -> date:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from typing import Literal
 
 from pydantic import Field
@@ -24,7 +25,8 @@ class LightGBMConfig(ConfigModel):
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     reg_lambda: float = Field(1.0, ge=0)
     max_bin: int = Field(255, ge=2)
-    num_threads: int = Field(2, ge=1, le=2)  # the box has 2 cores shared with other work
+    num_threads: int = Field(1, ge=1, le=2)  # OpenMP threads; 1 is fastest on a busy 2-core box
+    monotone_method: Literal["basic", "intermediate", "advanced"] = "intermediate"
     seed: int = 42
 
 
@@ -38,7 +40,7 @@ class TorchConfig(ConfigModel):
     batch_size: int = Field(512, ge=8)
     learning_rate: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    threads: int = Field(2, ge=1, le=2)
+    threads: int = Field(1, ge=1, le=2)
     seed: int = 42
 
 
@@ -51,19 +53,27 @@ class BacktestConfig(ConfigModel):
 
 
 class GateConfig(ConfigModel):
-    """Promotion gate: the challenger must beat the champion by `margin` (relative) on the primary metric."""
+    """Promotion gate: the challenger must beat the champion by `margin` (relative) on the primary metric and
+    pass the sanity checks (interval coverage within [min_coverage, max_coverage], |bias| <= max_abs_bias,
+    calibration error <= max_ece, and beating the baseline when require_beats_baseline)."""
 
     margin: float = Field(0.01, ge=0)
     require_beats_baseline: bool = True
+    min_coverage: float = Field(0.5, ge=0, le=1)
+    max_coverage: float = Field(0.99, ge=0, le=1)
+    max_abs_bias: float = Field(0.3, ge=0)
+    max_ece: float = Field(0.05, ge=0, le=1)
 
 
 class DemandConfig(ConfigModel):
     """Demand: global LightGBM quantile model over all sku x market series, horizons 1..max_horizon."""
 
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
-    max_horizon: int = Field(90, ge=1, le=366, description="days (or weeks for weekly data)")
+    max_horizon: int = Field(90, ge=1, le=366, description="days ahead, daily data")
+    max_horizon_weekly: int = Field(13, ge=1, le=104, description="weeks ahead, weekly data")
     horizons_per_origin: int = Field(6, ge=1, description="horizons sampled per series and origin")
-    origin_every: int = Field(7, ge=1, description="periods between training origins")
+    origin_every: int = Field(7, ge=1, description="days between training origins, daily data")
+    origin_every_weekly: int = Field(1, ge=1, description="weeks between training origins, weekly data")
     min_history: int = Field(7, ge=0, description="periods of history a series needs before an origin")
     max_training_rows: int = Field(400_000, ge=1000)
     season_daily: int = 7
@@ -84,7 +94,6 @@ class DelayConfig(ConfigModel):
     calibration_share: float = Field(0.2, gt=0, lt=0.9, description="latest share of training rows for calibration")
     max_training_rows: int = Field(400_000, ge=1000)
     lightgbm: LightGBMConfig = LightGBMConfig()
-    challenger: TorchConfig = TorchConfig(enabled=False)
     backtest: BacktestConfig = BacktestConfig()
     gate: GateConfig = GateConfig()
     seed: int = 42
@@ -103,14 +112,14 @@ class RiskConfig(ConfigModel):
 
     false_alarm_rate: float = Field(0.03, gt=0, lt=1)
     calibration_share: float = Field(0.2, gt=0, lt=0.9)
-    compliance_label_window_days: int = Field(30, ge=0)
     new_account_days: int = Field(7, ge=0)
     max_training_rows: int = Field(600_000, ge=1000)
     reason_codes: int = Field(3, ge=1, le=10)
     levels: RiskLevels = RiskLevels()
     reason_names: dict[str, str] = Field(default_factory=dict, description="feature -> readable reason")
     lightgbm: LightGBMConfig = LightGBMConfig()
-    challenger: TorchConfig = TorchConfig(enabled=False)
+    challenger: TorchConfig = Field(default_factory=lambda: TorchConfig(enabled=False),
+                                    description="embedding MLP for P(fraud), backtested beside LightGBM")
     backtest: BacktestConfig = BacktestConfig()
     gate: GateConfig = GateConfig()
     seed: int = 42
@@ -127,5 +136,3 @@ def load_family_config(family: str, path: Path | str | None = None) -> ConfigMod
         raise TradecastError(f"unknown model family '{family}': choose one of {', '.join(FAMILIES)}")
     return load_config(CONFIG_MODELS[family], family, path)
 
-
-Frequency = Literal["D", "W"]

@@ -37,6 +37,7 @@ def lgbm_params(config: Any | None) -> dict[str, Any]:
         "deterministic": True,
         "force_row_wise": True,
         "verbose": -1,
+        "monotone_constraints_method": cfg.monotone_method,
     }
 
 
@@ -98,14 +99,15 @@ class LGBMQuantileRegressor(RegressorMixin, BaseEstimator):
         if self.log_target:
             target = np.log1p(np.clip(target, 0, None))
         params = dict(self.params or lgbm_params(None))
+        method = params.pop("monotone_constraints_method", "intermediate")
         mono = _monotone_vector(self.columns_, self.monotone)
-        self.center_ = len(self.quantiles) // 2
+        self.center_ = int(np.argmin(np.abs(np.asarray(self.quantiles, dtype=float) - 0.5)))
         self.constrained_ = any(mono)
         self.models_ = []
         for i, q in enumerate(self.quantiles):
             if i == self.center_ and self.constrained_:
                 model = lgb.LGBMRegressor(objective="regression", monotone_constraints=mono,
-                                          monotone_constraints_method="advanced", **params)
+                                          monotone_constraints_method=method, **params)
             else:
                 model = lgb.LGBMRegressor(objective="quantile", alpha=float(q), **params)
             model.fit(Xm, target, sample_weight=sample_weight)
@@ -186,7 +188,6 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         mono = _monotone_vector(self.columns_, self.monotone)
         if any(mono):
             params["monotone_constraints"] = mono
-            params["monotone_constraints_method"] = "advanced"
         self.model_ = lgb.LGBMClassifier(objective="binary", **params)
         self.model_.fit(Xm.iloc[fit_idx], labels[fit_idx])
         cal_X = Xm.iloc[len(labels) - n_cal:] if n_cal else Xm

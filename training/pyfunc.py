@@ -25,6 +25,9 @@ except Exception:  # pragma: no cover
 class TradecastModel(PythonModel):
     """A fitted family model: estimators plus the spec (input columns, thresholds, names) needed to predict."""
 
+    # the schema is an explicit signature logged with the model, not predict() type hints
+    _skip_type_hint_validation = True
+
     def __init__(self, family: str, estimators: dict[str, Any], spec: dict[str, Any]):
         self.family = family
         self.estimators = estimators

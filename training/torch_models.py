@@ -137,11 +137,14 @@ class TorchQuantileRegressor(RegressorMixin, _TorchBase):
             return torch.mean(torch.maximum(q * diff, (q - 1) * diff))
 
         target = np.log1p(np.clip(np.asarray(y, dtype="float64"), 0, None))
+        # outputs are bounded by the training range (plus a margin) so a stray input cannot explode exp()
+        self.log_max_ = float(target.max()) + 1.0 if len(target) else 1.0
         self._train(X, target, len(self.quantiles), pinball)
         return self
 
     def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
-        return np.clip(np.expm1(np.sort(self._forward(X), axis=1)), 0, None)
+        log_q = np.clip(np.sort(self._forward(X), axis=1), 0.0, self.log_max_)
+        return np.expm1(log_q)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.predict_quantiles(X)[:, len(self.quantiles) // 2]

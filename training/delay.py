@@ -1,0 +1,211 @@
+"""Delay pipeline: LightGBM P50/P90 transit days and a calibrated P(late vs promised) per shipment.
+
+Examples are delivered shipments stamped at creation (features are the lane/carrier statistics known then);
+an example's label is known from its delivery time, so a backtest fold only trains on shipments delivered
+before the cutoff. The customs channel is an ordinal input (fast lane < standard < inspection) constrained,
+like the lane's recent transit level, never to lower the predicted delay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training import metrics as M
+from training.backtest import FitPredict, Fold, rolling_cutoffs, rolling_origin_folds
+from training.baselines import LaneMedianBaseline
+from training.config import DelayConfig
+from training.pipeline import Progress, TrainingSet, calibration_figure, feature_importance_figure
+from training.pyfunc import TradecastModel
+from tradecast.errors import TradecastError
+
+SERVICE = "delay_v1"
+OUTPUTS = ["p50_days", "p90_days", "p_late", "expected_delay_hours", "alert"]
+CUSTOMS_ORDER = {"fast_lane": 0.0, "standard": 1.0, "inspection": 2.0}
+CATEGORICAL = ["mode", "destination_market", "category"]
+REQUEST_NUMERIC = ["weight_kg", "declared_value", "promised_days", "customs_level", "created_month",
+                   "created_dayofyear", "created_dow"]
+REQUEST_COLUMNS = ["lane", "mode", "carrier", "origin_warehouse", "destination_market", "category", "weight_kg",
+                   "declared_value", "hs_code", "promised_days", "customs_channel", "created_at"]
+# never lower the predicted transit: slower lanes, customs inspection, congestion
+MONOTONE_TRANSIT = {"customs_level": 1, "lane_transit_median_7d": 1, "lane_transit_median_28d": 1,
+                    "lane_transit_p90_28d": 1}
+MONOTONE_LATE = {**MONOTONE_TRANSIT, "promised_days": -1}
+
+
+def prepare_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add derived request columns (customs level, calendar of creation, on-demand features) when absent."""
+    from features.on_demand import ON_DEMAND_OUTPUTS, delay_request_features
+
+    out = frame.copy()
+    if "customs_level" not in out:
+        if "customs_channel" in out:
+            level = out["customs_channel"].astype("object").map(CUSTOMS_ORDER)
+            unknown = out["customs_channel"].notna() & level.isna()
+            if unknown.any():
+                bad = sorted(set(out.loc[unknown, "customs_channel"].astype(str)))[:3]
+                raise TradecastError(f"customs_channel: unknown value(s) {bad}; allowed: {list(CUSTOMS_ORDER)}")
+            out["customs_level"] = level.astype("float64")
+        else:
+            out["customs_level"] = np.nan
+    if "created_at" in out:
+        created = pd.to_datetime(out["created_at"])
+        if getattr(created.dt, "tz", None) is not None:
+            created = created.dt.tz_convert("UTC").dt.tz_localize(None)
+        for name, values in (("created_month", created.dt.month), ("created_dayofyear", created.dt.dayofyear),
+                             ("created_dow", created.dt.dayofweek)):
+            if name not in out:
+                out[name] = values.astype("float64")
+    missing = [c for c in ON_DEMAND_OUTPUTS["delay_request"] if c not in out]
+    if missing:
+        extra = delay_request_features(out)
+        for c in missing:
+            out[c] = extra[c]
+    return out
+
+
+def predict_outputs(model: TradecastModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """p50_days, p90_days, p_late, expected_delay_hours and the >48 h alert for each shipment."""
+    x = prepare_features(frame)
+    q = model.estimators["transit"].predict_quantiles(x)
+    p50, p90 = q[:, 0], q[:, 1]
+    p_late = model.estimators["late"].predict_proba(x)[:, 1]
+    promised = pd.to_numeric(x["promised_days"], errors="coerce").to_numpy(dtype="float64")
+    over = np.nan_to_num(p50 - promised, nan=0.0)
+    hours = model.spec.get("alert_hours", 48.0)
+    return pd.DataFrame({"p50_days": p50, "p90_days": p90, "p_late": p_late,
+                         "expected_delay_hours": np.clip(over, 0, None) * 24.0,
+                         "alert": over * 24.0 > hours}, index=frame.index)
+
+
+@dataclass
+class DelayFamily:
+    """The delay family for the shared pipeline."""
+
+    config: DelayConfig
+    name: str = "delay"
+    model_candidates: tuple[str, ...] = ("lightgbm",)
+    baseline_candidates: tuple[str, ...] = ("lane_median",)
+
+    def build_training_set(self, progress: Progress) -> TrainingSet:
+        from features import store
+        from features.offline import read_table
+
+        shipments = read_table("shipments")
+        entity = store.delay_entities(shipments)
+        if entity.empty:
+            raise TradecastError("shipments: no delivered shipments with a known transit time to train on")
+        if len(entity) > self.config.max_training_rows:  # keep the most recent shipments
+            entity = entity.iloc[-self.config.max_training_rows:].reset_index(drop=True)
+        progress(f"{len(entity):,} delivered shipments; joining point-in-time lane and carrier features")
+        frame = store.training_frame(SERVICE, entity)
+        frame = prepare_features(frame)
+        frame["late"] = frame["late"].astype("boolean").fillna(False).astype(int)
+        frame["transit_days"] = frame["transit_days"].astype("float64")
+        frame["promised_days"] = pd.to_numeric(frame["promised_days"], errors="coerce")
+        frame = frame[frame["promised_days"].notna()].reset_index(drop=True)
+        names = [n for n in store.feature_names(SERVICE) if n in frame.columns]
+        numeric = [n for n in names if pd.api.types.is_numeric_dtype(frame[n])]
+        numeric += [c for c in REQUEST_NUMERIC if c in frame.columns and c not in numeric]
+        categorical = [c for c in CATEGORICAL if c in frame.columns]
+        created = pd.to_datetime(frame["created_at"])
+        delivered = pd.to_datetime(frame["delivered_at"])
+        meta = {"first_day": str(created.min().date()), "last_day": str(delivered.max().date()),
+                "late_rate": round(float(frame["late"].mean()), 4)}
+        return TrainingSet(frame=frame, event_time=created, label_time=delivered, numeric=numeric,
+                           categorical=categorical, request_columns=REQUEST_COLUMNS, meta=meta)
+
+    def folds(self, ts: TrainingSet) -> list[Fold]:
+        bt = self.config.backtest
+        # the last cutoff leaves room for the slowest (sea) shipments of the last test window to be delivered
+        lead = pd.Timedelta(days=float(np.quantile(ts.frame["transit_days"], 0.95)))
+        cutoffs = rolling_cutoffs(ts.label_time.max(), bt.folds, pd.Timedelta(days=bt.step_days),
+                                  pd.Timedelta(days=bt.test_days), lead=lead)
+        return rolling_origin_folds(ts.event_time, ts.label_time, cutoffs, pd.Timedelta(days=bt.test_days))
+
+    def _estimators(self, ts: TrainingSet) -> dict[str, Any]:
+        from training.estimators import LGBMCalibratedClassifier, LGBMQuantileRegressor, lgbm_params
+
+        params = lgbm_params(self.config.lightgbm)
+        return {
+            "transit": LGBMQuantileRegressor(numeric=ts.numeric, categorical=ts.categorical, quantiles=(0.5, 0.9),
+                                             params=params, log_target=True,
+                                             monotone={k: v for k, v in MONOTONE_TRANSIT.items() if k in ts.numeric}),
+            "late": LGBMCalibratedClassifier(numeric=ts.numeric, categorical=ts.categorical, params=params,
+                                             calibration_share=self.config.calibration_share,
+                                             monotone={k: v for k, v in MONOTONE_LATE.items() if k in ts.numeric}),
+        }
+
+    def _fit(self, estimators: dict[str, Any], train: pd.DataFrame) -> dict[str, Any]:
+        estimators["transit"].fit(train, train["transit_days"])
+        estimators["late"].fit(train, train["late"], sample_time=pd.to_datetime(train["created_at"]))
+        return estimators
+
+    def _model(self, estimators: dict[str, Any], ts: TrainingSet, candidate: str) -> TradecastModel:
+        spec = {"input_columns": ts.input_columns, "output_columns": OUTPUTS, "numeric": ts.numeric,
+                "categorical": ts.categorical, "alert_hours": self.config.alert_hours, "estimator": candidate,
+                "feature_service": SERVICE}
+        return TradecastModel("delay", estimators, spec)
+
+    def candidates(self, ts: TrainingSet) -> dict[str, FitPredict]:
+        def lightgbm(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+            model = self._model(self._fit(self._estimators(ts), train), ts, "lightgbm")
+            return predict_outputs(model, test).reset_index(drop=True)
+
+        def lane_median(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+            base = LaneMedianBaseline().fit(train, train["transit_days"], late=train["late"])
+            out = base.predict_frame(test).reset_index(drop=True)
+            return out.rename(columns={"p50": "p50_days", "p90": "p90_days"})
+
+        return {"lightgbm": lightgbm, "lane_median": lane_median}
+
+    def refit_from_model(self, model: TradecastModel, ts: TrainingSet) -> FitPredict:
+        from sklearn.base import clone
+
+        def fit_predict(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+            fresh = {k: clone(v) for k, v in model.estimators.items()}
+            return predict_outputs(TradecastModel("delay", self._fit(fresh, train), model.spec), test).reset_index(drop=True)
+        return fit_predict
+
+    def score(self, rows: pd.DataFrame) -> dict[str, float]:
+        return M.delay_metrics(rows["transit_days"], rows["p50_days"], rows["p90_days"], rows["promised_days"],
+                               rows["p_late"], rows["late"], self.config.alert_hours)
+
+    def breakdown(self, ts: TrainingSet, predictions: pd.DataFrame) -> pd.DataFrame:
+        joined = predictions.join(ts.frame[["mode", "transit_days", "late", "promised_days"]])
+        rows = []
+        for (cand, mode), part in joined.groupby(["candidate", "mode"], observed=True):
+            m = self.score(part)
+            rows.append({"split": "mode", "group": mode, "candidate": cand, "mae": m["mae"],
+                         "p90_coverage": m["p90_coverage"], "late_auc": m["late_auc"], "n": m["n"]})
+        return pd.DataFrame(rows)
+
+    def sanity(self, table: pd.DataFrame, candidate: str) -> dict[str, bool]:
+        from training.pipeline import overall
+
+        m = overall(table, candidate)
+        base = overall(table, "lane_median")
+        g = self.config.gate
+        checks = {
+            "finite_metrics": all(np.isfinite(m.get(k, np.nan)) for k in ("mae", "p90_coverage", "late_brier")),
+            f"p90_coverage_in_{g.min_coverage}_{g.max_coverage}":
+                g.min_coverage <= m.get("p90_coverage", 0) <= g.max_coverage,
+            "late_auc_above_0.5": m.get("late_auc", 0) > 0.5,
+        }
+        if self.config.gate.require_beats_baseline:
+            checks["beats_lane_median"] = m.get("mae", np.inf) < base.get("mae", -np.inf)
+        return checks
+
+    def fit_final(self, ts: TrainingSet, candidate: str) -> TradecastModel:
+        return self._model(self._fit(self._estimators(ts), ts.frame), ts, candidate)
+
+    def figures(self, ts: TrainingSet, predictions: pd.DataFrame, model: TradecastModel, candidate: str) -> dict[str, Any]:
+        joined = predictions.join(ts.frame[["late"]])
+        labels = joined.loc[joined["candidate"] == candidate, "late"].to_numpy()
+        probs = {c: joined.loc[joined["candidate"] == c, "p_late"].to_numpy() for c in (candidate, "lane_median")}
+        est = model.estimators["transit"]
+        return {"calibration_late": calibration_figure(labels, probs),
+                "feature_importance": feature_importance_figure(est.columns_, est.feature_importances_)}

@@ -1,0 +1,310 @@
+"""Distributed feature computation and LightGBM training on Dask, for data that outgrows one process.
+
+Nothing here is a home-made cluster: work runs on an existing Dask cluster (`DASK_SCHEDULER`, e.g.
+tcp://scheduler:8786, set directly or by the `shared` profile) or, when none is given, on a `LocalCluster` of
+`TRADECAST_DASK_WORKERS` processes (default 2) on this machine.
+
+- `demand_series_dask`: the demand feature view (features.compute.compute_demand_series, the very same
+  function) computed over partitions of whole series with dask.dataframe, so no process holds the full
+  periods x series matrix. Rows are identical to the single-process computation.
+- `DaskLGBMQuantileRegressor`: training.estimators.LGBMQuantileRegressor trained through `lightgbm.dask`
+  (data-parallel LightGBM across the workers). `.to_local()` returns a plain LGBMQuantileRegressor, so the
+  packaged model, MLflow logging and serving need no Dask.
+- `fit_demand(frame, numeric, categorical, config, client=None)`: the demand pipeline's estimator (same
+  params, quantiles, monotone constraints, log target as training/demand.py), local or on Dask.
+- `agreement(...)`: how close a Dask-trained model is to the single-process one on the same rows.
+
+Tolerance (measured in tests/test_scaleout_dask.py and experiments/bench_scaleout.py): data-parallel LightGBM
+builds its histogram bins from each worker's share of the rows and sums histograms across workers, so trees
+differ slightly from single-process trees; we require |accuracy difference| <= DEMAND_TOLERANCE["accuracy"]
+(absolute, accuracy = 1 - WAPE) and the P50 forecasts to correlate >= DEMAND_TOLERANCE["p50_correlation"].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from training.estimators import LGBMQuantileRegressor, _monotone_vector, encode_frame, fit_categories, lgbm_params
+from tradecast.errors import TradecastError
+
+DEMAND_TOLERANCE = {"accuracy": 0.02, "p50_correlation": 0.97}
+_PAD_SERIES_SKU = "__dask_pad__"
+
+
+# ----------------------------------------------------------------------------- cluster
+
+
+def scheduler_address() -> str | None:
+    """$DASK_SCHEDULER (an existing cluster), or None for a LocalCluster."""
+    return os.environ.get("DASK_SCHEDULER", "").strip() or None
+
+
+def local_workers() -> int:
+    """Processes of the LocalCluster: $TRADECAST_DASK_WORKERS, default 2."""
+    raw = os.environ.get("TRADECAST_DASK_WORKERS", "2").strip() or "2"
+    try:
+        n = int(raw)
+    except ValueError:
+        raise TradecastError(f"TRADECAST_DASK_WORKERS: '{raw}' is not a whole number") from None
+    if not 1 <= n <= 256:
+        raise TradecastError(f"TRADECAST_DASK_WORKERS: {n} must be between 1 and 256")
+    return n
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
+                timeout_s: float = 60.0) -> Iterator[Any]:
+    """A distributed.Client on `scheduler` (default $DASK_SCHEDULER) or on a LocalCluster of `workers`
+    processes (default $TRADECAST_DASK_WORKERS), closed (and the local cluster shut down) on exit."""
+    from distributed import Client, LocalCluster
+
+    address = scheduler or scheduler_address()
+    if address:
+        try:
+            client = Client(address, timeout=timeout_s)
+        except OSError as exc:
+            raise TradecastError(f"DASK_SCHEDULER: cannot reach the Dask scheduler at {address}: {exc}") from exc
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(n_workers=workers or local_workers(), threads_per_worker=threads_per_worker,
+                           processes=True, dashboard_address=":0", host="127.0.0.1", memory_limit=0,
+                           silence_logs=40)
+    client = Client(cluster, timeout=timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close(timeout=timeout_s)
+
+
+def n_workers(client: Any) -> int:
+    """Number of workers the client's scheduler knows."""
+    return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _series_partition(part: pd.DataFrame, skus: pd.DataFrame, cfg: Any, frequency: str, first: pd.Timestamp,
+                      last: pd.Timestamp) -> pd.DataFrame:
+    """compute_demand_series on the whole series of one partition, on the global period grid."""
+    from features.compute import compute_demand_series
+
+    if part.empty:
+        return _empty_demand_frame(skus, cfg, frequency)
+    # A two-row padding series spanning the full date range makes every partition use the global period grid
+    # (compute_demand_series derives it from the data it sees); its output rows are dropped.
+    pad = part.iloc[[0, 0]].copy()  # same columns and dtypes as the data
+    pad["sku_id"] = _PAD_SERIES_SKU
+    span = pd.DatetimeIndex([first, last])
+    tz = getattr(pd.to_datetime(part["date"]).dt, "tz", None)
+    pad["date"] = span.tz_localize("UTC").tz_convert(tz) if tz is not None else span
+    out = compute_demand_series(pd.concat([part, pad], ignore_index=True), skus, cfg, frequency)
+    return out[~out["series_id"].str.startswith(_PAD_SERIES_SKU + "|")].reset_index(drop=True)
+
+
+def _empty_demand_frame(skus: pd.DataFrame, cfg: Any, frequency: str) -> pd.DataFrame:
+    from features.compute import compute_demand_series
+
+    probe = pd.DataFrame({"sku_id": [_PAD_SERIES_SKU], "market": ["US"], "date": [pd.Timestamp("2020-01-01")],
+                          "units": [0.0]})
+    return compute_demand_series(probe, skus, cfg, frequency).iloc[:0]
+
+
+def demand_series_dask(daily_sales: pd.DataFrame, skus: pd.DataFrame, cfg: Any | None = None, frequency: str = "D",
+                       partitions: int | None = None, client: Any | None = None) -> pd.DataFrame:
+    """The demand_series feature view computed on Dask: daily_sales is split into `partitions` groups of whole
+    SKUs (all markets of a SKU together), each computed by compute_demand_series on the global period grid.
+    Returns the same rows as compute_demand_series(daily_sales, skus, cfg, frequency), sorted the same way."""
+    import dask
+    import dask.dataframe as dd
+
+    from features.compute import load_features_config
+
+    cfg = cfg or load_features_config()
+    if daily_sales.empty:
+        raise TradecastError("daily_sales: no rows to compute demand features from")
+    dates = pd.to_datetime(daily_sales["date"])
+    if getattr(dates.dt, "tz", None) is not None:
+        dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
+    first, last = dates.min().normalize(), dates.max().normalize()
+    sku_codes = pd.factorize(daily_sales["sku_id"].astype(str), sort=True)[0]
+    n_parts = max(1, min(partitions or 4 * (n_workers(client) if client is not None else 2), int(sku_codes.max()) + 1))
+    # whole SKUs per partition: partition p holds SKU codes with code % n == p (balanced, no series split)
+    ordered = daily_sales.assign(_part=sku_codes % n_parts).set_index("_part").sort_index(kind="mergesort")
+    ddf = dd.from_pandas(ordered, npartitions=n_parts, sort=True)  # equal index values never straddle partitions
+    meta = _empty_demand_frame(skus, cfg, frequency)
+    skus_delayed = dask.delayed(skus)
+    result = ddf.map_partitions(lambda part, s: _series_partition(part.reset_index(drop=True), s, cfg, frequency,
+                                                                  first, last), skus_delayed, meta=meta)
+    out = client.compute(result).result() if client is not None else result.compute(scheduler="processes")
+    return out.sort_values(["event_timestamp", "series_id"], kind="mergesort").reset_index(drop=True)
+
+
+def demand_training_frame(daily_sales: pd.DataFrame, skus: pd.DataFrame, config: Any, cfg: Any | None = None,
+                          client: Any | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Demand training examples with point-in-time features, computed for data too big for the Feast file join.
+
+    Examples are sampled exactly as the pipeline does (training.demand.sample_examples); each gets the
+    demand_series row of its series stamped at or before its `as_of` and not older than the view's TTL (the
+    rule Feast's get_historical_features applies), then the request-time features (training.demand.
+    prepare_features). Unlike the Feast path, missing values stay NaN (LightGBM's missing branch) instead of
+    the stored defaults. Features are computed on Dask when `client` is given. Returns (frame, numeric, categorical).
+    """
+    from features.compute import compute_demand_series, load_features_config
+    from training.demand import CATEGORICAL, NOT_FEATURES, REQUEST_NUMERIC, prepare_features, sample_examples
+
+    cfg = cfg or load_features_config()
+    sales = daily_sales.assign(date=pd.to_datetime(daily_sales["date"]).dt.normalize())
+    examples = sample_examples(sales, config, "D")
+    if client is not None:
+        features = demand_series_dask(sales, skus, cfg, "D", client=client)
+    else:
+        features = compute_demand_series(sales, skus, cfg, "D")
+    features = features.assign(event_timestamp=pd.to_datetime(features["event_timestamp"], utc=True)
+                               .dt.tz_localize(None)).sort_values("event_timestamp", kind="mergesort")
+    ex = examples.assign(series_id=examples["sku_id"].astype(str) + "|" + examples["market"].astype(str),
+                         _as_of=pd.to_datetime(examples["as_of"]).astype("datetime64[ns]"),
+                         example_id=np.arange(len(examples)))
+    ex["target_dow"] = pd.to_datetime(ex["target_date"]).dt.dayofweek.astype("float64")
+    joined = pd.merge_asof(ex.sort_values("_as_of", kind="mergesort"),
+                           features.rename(columns={"event_timestamp": "_feature_ts"}).astype({"_feature_ts": "datetime64[ns]"}),
+                           left_on="_as_of", right_on="_feature_ts", by="series_id", direction="backward",
+                           tolerance=pd.Timedelta(days=cfg.ttl_days["demand_series"]))
+    joined = joined.sort_values("example_id").drop(columns=["_as_of", "_feature_ts"]).reset_index(drop=True)
+    frame = prepare_features(joined, "D")
+    categorical = [c for c in CATEGORICAL if c in frame.columns]
+    skip = set(NOT_FEATURES) | set(categorical) | {"market", "horizon"}
+    numeric = [c for c in features.columns if c not in skip and c != "series_id" and
+               pd.api.types.is_numeric_dtype(frame[c])]
+    from features.on_demand import ON_DEMAND_OUTPUTS
+
+    numeric += [c for c in ON_DEMAND_OUTPUTS["demand_request"] + REQUEST_NUMERIC if c in frame.columns and c not in numeric]
+    return frame, numeric, categorical
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
+    """LGBMQuantileRegressor trained with lightgbm.dask (data-parallel LightGBM on the client's workers).
+
+    `client`: a distributed.Client; `partitions`: row partitions of the training data (default 2 per worker).
+    After `fit`, prediction works locally (the fitted models are plain LGBMRegressor objects) and `to_local()`
+    gives the equivalent LGBMQuantileRegressor for packaging.
+    """
+
+    def __init__(self, numeric: list[str] | None = None, categorical: list[str] | None = None,
+                 quantiles: tuple[float, ...] = (0.1, 0.5, 0.9), params: dict[str, Any] | None = None,
+                 monotone: dict[str, int] | None = None, log_target: bool = False, client: Any = None,
+                 partitions: int | None = None):
+        super().__init__(numeric=numeric, categorical=categorical, quantiles=quantiles, params=params,
+                         monotone=monotone, log_target=log_target)
+        self.client = client
+        self.partitions = partitions
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> "DaskLGBMQuantileRegressor":
+        import dask.dataframe as dd
+        import lightgbm.dask as lgbd
+
+        if self.client is None:
+            raise TradecastError("DaskLGBMQuantileRegressor needs a Dask client (training.distributed.dask_client)")
+        if sample_weight is not None:
+            raise TradecastError("DaskLGBMQuantileRegressor: sample weights are not supported")
+        self.numeric_ = list(self.numeric or [])
+        self.categories_ = fit_categories(X, list(self.categorical or []))
+        self.columns_ = self.numeric_ + list(self.categories_)
+        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_].reset_index(drop=True)
+        target = np.asarray(y, dtype="float64")
+        if self.log_target:
+            target = np.log1p(np.clip(target, 0, None))
+        n_parts = self.partitions or 2 * n_workers(self.client)
+        # rows are shuffled before partitioning so each worker sees every period and series (time-ordered
+        # partitions would give each worker a different era and skew its bin boundaries)
+        order = np.random.default_rng(0).permutation(len(Xm))
+        dX = dd.from_pandas(Xm.iloc[order].reset_index(drop=True), npartitions=n_parts, sort=False)
+        dy = dd.from_pandas(pd.Series(target[order], name="target"), npartitions=n_parts, sort=False)
+        dX, dy = self.client.persist([dX, dy])
+        params = dict(self.params or lgbm_params(None))
+        params.pop("n_jobs", None)  # lightgbm.dask uses each worker's thread count
+        method = params.pop("monotone_constraints_method", "advanced")  # as LGBMQuantileRegressor.fit does
+        mono = _monotone_vector(self.columns_, self.monotone)
+        self.center_ = int(np.argmin(np.abs(np.asarray(self.quantiles, dtype=float) - 0.5)))
+        self.constrained_ = any(mono)
+        self.models_ = []
+        for i, q in enumerate(self.quantiles):
+            if i == self.center_ and self.constrained_:
+                model = lgbd.DaskLGBMRegressor(client=self.client, objective="regression", monotone_constraints=mono,
+                                               monotone_constraints_method=method, **params)
+            else:
+                model = lgbd.DaskLGBMRegressor(client=self.client, objective="quantile", alpha=float(q), **params)
+            model.fit(dX, dy)
+            self.models_.append(model.to_local())
+        self.feature_importances_ = self.models_[self.center_].booster_.feature_importance("gain")
+        return self
+
+    def to_local(self) -> LGBMQuantileRegressor:
+        """The fitted model as a plain LGBMQuantileRegressor (no Dask reference; picklable, servable)."""
+        local = LGBMQuantileRegressor(numeric=self.numeric, categorical=self.categorical, quantiles=self.quantiles,
+                                      params=self.params, monotone=self.monotone, log_target=self.log_target)
+        for name in ("numeric_", "categories_", "columns_", "center_", "constrained_", "models_",
+                     "feature_importances_"):
+            setattr(local, name, getattr(self, name))
+        return local
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["client"] = None  # a live client does not pickle
+        return state
+
+
+def demand_estimator_args(numeric: list[str], categorical: list[str], config: Any) -> dict[str, Any]:
+    """The demand pipeline's LightGBM settings (training/demand.py DemandFamily._lightgbm), from a DemandConfig."""
+    from training.demand import MONOTONE
+
+    return {"numeric": numeric, "categorical": categorical, "quantiles": tuple(config.quantiles),
+            "params": lgbm_params(config.lightgbm), "monotone": {k: v for k, v in MONOTONE.items() if k in numeric},
+            "log_target": True}
+
+
+def fit_demand(frame: pd.DataFrame, numeric: list[str], categorical: list[str], config: Any,
+               client: Any | None = None) -> LGBMQuantileRegressor:
+    """Fit the demand quantile model on `frame` (label column `units`): in this process when `client` is None,
+    else on the Dask cluster behind `client`. Either way returns a plain LGBMQuantileRegressor."""
+    args = demand_estimator_args(numeric, categorical, config)
+    if client is None:
+        return LGBMQuantileRegressor(**args).fit(frame, frame["units"])
+    return DaskLGBMQuantileRegressor(client=client, **args).fit(frame, frame["units"]).to_local()
+
+
+def agreement(local: LGBMQuantileRegressor, distributed: LGBMQuantileRegressor, X: pd.DataFrame,
+              y: np.ndarray | pd.Series) -> dict[str, float]:
+    """Compare two demand models on the same rows: accuracy (1 - WAPE) of each, their difference, P50 correlation,
+    median relative P50 difference and P10-P90 coverage of each."""
+    from training import metrics as M
+
+    y = np.asarray(y, dtype="float64")
+    ql, qd = local.predict_quantiles(X), distributed.predict_quantiles(X)
+    ml = M.demand_metrics(y, ql[:, 0], ql[:, 1], ql[:, 2])
+    md = M.demand_metrics(y, qd[:, 0], qd[:, 1], qd[:, 2])
+    p50l, p50d = ql[:, 1], qd[:, 1]
+    rel = np.abs(p50d - p50l) / np.maximum(np.abs(p50l), 1.0)
+    return {"accuracy_local": ml["accuracy"], "accuracy_dask": md["accuracy"],
+            "accuracy_diff": md["accuracy"] - ml["accuracy"],
+            "p50_correlation": float(np.corrcoef(p50l, p50d)[0, 1]),
+            "p50_median_rel_diff": float(np.median(rel)),
+            "coverage_local": ml["coverage_p10_p90"], "coverage_dask": md["coverage_p10_p90"], "n": float(len(y))}
+
+
+def within_tolerance(result: dict[str, float], tolerance: dict[str, float] | None = None) -> bool:
+    """True when `agreement` output is within DEMAND_TOLERANCE (or `tolerance`)."""
+    tol = tolerance or DEMAND_TOLERANCE
+    return abs(result["accuracy_diff"]) <= tol["accuracy"] and result["p50_correlation"] >= tol["p50_correlation"]
