@@ -64,7 +64,16 @@ class FamilyMonitorConfig(ConfigModel):
     exclude_columns: list[str] = Field(default_factory=list, description="never tested for drift")
     max_categories: int = Field(50, ge=2, description="string columns with more distinct values are ids, skipped")
     prediction_columns: list[str] = Field(default_factory=list, description="outputs tested for prediction drift")
+    performance_window: str | None = Field(None, description="predictions judged on performance: this long before "
+                                                             "the window end (labels arrive late); null = window")
     performance: PerformanceRule
+
+    @field_validator("performance_window")
+    @classmethod
+    def _perf_window_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
 
 
 class WebhookConfig(ConfigModel):

@@ -62,8 +62,10 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     fam = cfg.family(family)
     until = until or utc_now()
     start = until - parse_window(window or cfg.window)
-    log = read_prediction_log(family, start, until, time_column)
-    current = log.frame
+    perf_start = until - parse_window(fam.performance_window) if fam.performance_window else start
+    log = read_prediction_log(family, min(start, perf_start), until, time_column)
+    current = log.frame.loc[log.frame[time_column] >= start].reset_index(drop=True) if len(log.frame) else log.frame
+    judged = log.frame.loc[log.frame[time_column] >= perf_start].reset_index(drop=True) if len(log.frame) else log.frame
     champion = champion_info(family)
     reference = load_reference(family, start, cfg, reference_path, time_column, champion)
 
@@ -76,8 +78,8 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
         drift = compute_drift(reference.frame, current, fam)
 
     performance = None
-    if len(current):
-        joined = join_outcomes(current, load_outcomes(family), family, as_of=until)
+    if len(judged):
+        joined = join_outcomes(judged, load_outcomes(family), family, as_of=until)
         perf = window_performance(family, joined)
         performance = compare_with_backtest(perf, champion.metrics if champion else None, fam.performance)
 
@@ -88,6 +90,7 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     summary: dict[str, Any] = {
         "family": family,
         "window": {"start": start.isoformat(), "end": until.isoformat(), "time_column": time_column,
+                   "performance_start": perf_start.isoformat(), "performance_rows": len(judged),
                    "rows": len(current), "files": [str(p) for p in log.files], "bad_lines": log.bad_lines},
         "reference": {"source": reference.source, "rows": 0 if reference.empty else len(reference.frame)},
         "champion": describe(champion),
