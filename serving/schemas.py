@@ -8,7 +8,7 @@ field it is about. Examples shown in the OpenAPI schema are the files in serving
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -49,10 +49,18 @@ def _example_extra(name: str):
     return extra
 
 
+EARLIEST, LATEST = datetime(2000, 1, 1), datetime(2100, 1, 1)
+
+
 def _naive_utc(value: Optional[datetime]) -> Optional[datetime]:
-    """Timestamps are stored as naive UTC (like the canonical tables); aware inputs are converted."""
-    if value is not None and value.tzinfo is not None:
+    """Timestamps are stored as naive UTC (like the canonical tables); aware inputs are converted.
+    Dates outside 2000-2099 are refused (no model has seen them and they overflow nanosecond timestamps)."""
+    if value is None:
+        return value
+    if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
     return value
 
 
@@ -82,6 +90,13 @@ class DemandRequest(RequestModel):
         None, description="named promotion (e.g. double_11): one value or one per day (null = none)")
     live_sessions: Optional[Union[int, list[int]]] = Field(
         None, description="planned live-stream sessions: one value or one per day")
+
+    @field_validator("start_date")
+    @classmethod
+    def _start_in_range(cls, value: Optional[date]) -> Optional[date]:
+        if value is not None and not EARLIEST.date() <= value < LATEST.date() - timedelta(days=MAX_HORIZON_DAYS):
+            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and 2099-10-01")
+        return value
 
     @field_validator("price", "discount", "promotion_event", "live_sessions")
     @classmethod
@@ -113,11 +128,11 @@ class DelayRequest(RequestModel):
     destination_market: Market
     mode: Mode
     carrier: str = Field(min_length=1, max_length=64)
-    weight_kg: float = Field(gt=0, le=100_000)
+    weight_kg: float = Field(ge=0.001, le=100_000, description="kg, at least 0.001")
     declared_value: float = Field(ge=0, le=1e8, description="customs declared value, USD")
     hs_code: str = Field(min_length=2, max_length=12, pattern=r"^[0-9.]+$")
     category: Optional[Category] = None
-    promised_days: float = Field(gt=0, le=180)
+    promised_days: float = Field(ge=0.1, le=180, description="days promised to the buyer, 0.1-180")
     customs_channel: CustomsChannel = "standard"
     created_at: datetime
 

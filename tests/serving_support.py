@@ -198,3 +198,43 @@ class TinyPyfunc(PythonModel):
 
     def predict(self, context, model_input, params=None):  # noqa: D401 - MLflow signature
         return self.predict_frame(model_input)
+
+
+TEST_KEY = "test-key-123"
+
+
+def served_app(home, prometheus_dir, max_batch_items: int = 50):
+    """Context manager: a TestClient on the service's ASGI app (lifespan running) with these models."""
+    import contextlib
+
+    import pytest
+
+    @contextlib.contextmanager
+    def run():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TRADECAST_HOME", str(home))
+            mp.setenv("TRADECAST_API_KEY", TEST_KEY)
+            mp.setenv("TRADECAST_SERVING__RUNTIME_FACTORY", "serving_support:make_runtime")
+            mp.setenv("TRADECAST_SERVING__PREDICTION_LOG__FLUSH_INTERVAL_S", "0.2")
+            mp.setenv("TRADECAST_SERVING__MAX_BATCH_ITEMS", str(max_batch_items))
+            mp.setenv("PROMETHEUS_MULTIPROC_DIR", str(prometheus_dir))
+            from starlette.testclient import TestClient
+
+            with TestClient(_asgi_app(), raise_server_exceptions=False) as client:
+                yield client
+
+    return run()
+
+
+_APP: list = []
+
+
+def _asgi_app():
+    """The service's ASGI app, built once per process (BentoML registers its Prometheus metrics when it is
+    built); each TestClient context runs its lifespan again, so every module gets a fresh runtime."""
+    if not _APP:
+        from serving.service import TradecastService
+
+        TradecastService.inject_config()
+        _APP.append(TradecastService.to_asgi())
+    return _APP[0]

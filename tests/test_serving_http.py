@@ -9,29 +9,18 @@ import time
 
 import pytest
 
-KEY = "test-key-123"
+from serving_support import TEST_KEY as KEY
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(client, home, runtime) for a service started in this process."""
+    """(client, home) for a service started in this process."""
+    from serving_support import served_app
+
     home = tmp_path_factory.mktemp("serving_home")
-    prom = tmp_path_factory.mktemp("prom")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRADECAST_HOME", str(home))
-        mp.setenv("TRADECAST_API_KEY", KEY)
-        mp.setenv("TRADECAST_SERVING__RUNTIME_FACTORY", "serving_support:make_runtime")
-        mp.setenv("TRADECAST_SERVING__PREDICTION_LOG__FLUSH_INTERVAL_S", "0.2")
-        mp.setenv("TRADECAST_SERVING__MAX_BATCH_ITEMS", "50")
-        mp.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom))
-        from starlette.testclient import TestClient
-
-        from serving.service import TradecastService
-
-        TradecastService.inject_config()
-        with TestClient(TradecastService.to_asgi(), raise_server_exceptions=False) as client:
-            yield client, home
+    with served_app(home, tmp_path_factory.mktemp("prom")) as client:
+        yield client, home
 
 
 def example(name: str) -> dict:
@@ -117,7 +106,7 @@ def test_batches_answer_in_order_with_item_errors(served):
     assert r.status_code == 200, r.text
     out = r.json()
     assert [o.get("shipment_id") for o in out] == ["a", None, "c", None, None]
-    assert out[1]["index"] == 1 and out[1]["field"] == "weight_kg" and "greater than 0" in out[1]["error"]
+    assert out[1]["index"] == 1 and out[1]["field"] == "weight_kg" and "greater than or equal to 0.001" in out[1]["error"]
     assert out[3]["field"] == "body" and out[4]["field"] == "mode"
     demand = post(client, "/forecast_demand_batch", [example("forecast_demand"), {"sku_id": "x"}]).json()
     assert len(demand[0]["forecast"]) == 14 and demand[1]["field"] in {"market", "horizon_days"}
