@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -246,7 +247,9 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
                                                monotone_constraints_method=method, **params)
             else:
                 model = lgbd.DaskLGBMRegressor(client=self.client, objective="quantile", alpha=float(q), **params)
-            model.fit(dX, dy)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+                model.fit(dX, dy)
             self.models_.append(model.to_local())
         self.feature_importances_ = self.models_[self.center_].booster_.feature_importance("gain")
         return self

@@ -1,0 +1,166 @@
+"""The `shared` profile against real servers: Feast on Redis (materialize, lookup, push, worker restart) and
+MLflow tracking + registry on PostgreSQL. Slow: they start processes and talk to redis-server / postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scaleout_fixtures import shared_env, shared_services  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def redis_store(shared_env):
+    """Tiny data -> feature sources -> Feast apply -> materialize into Redis, in the shared profile's home."""
+    from features import store as fs
+    from features.generate import generate_to_store, load_data_config
+
+    generate_to_store(load_data_config(None), scale="tiny", seed=7)
+    fs.compute_features()
+    store = fs.get_store()
+    fs.apply_definitions(store)
+    summary = fs.materialize(store)
+    return store, summary
+
+
+def test_profile_puts_feast_online_store_on_redis(redis_store, shared_services):
+    import redis
+
+    store, summary = redis_store
+    assert store.config.online_store.type == "redis"
+    assert {"demand_series", "buyer_activity", "delay_lane"} <= set(summary.views)
+    # the rows are really in this Redis database, not in a local SQLite file
+    assert redis.Redis.from_url(shared_services.redis_url).dbsize() > 100
+    from tradecast.paths import feast_dir
+
+    assert not (feast_dir() / "online_store.db").exists()
+
+
+def test_online_lookup_on_redis_returns_the_materialized_values(redis_store):
+    from features import store as fs
+    from tradecast.paths import feature_data_dir
+
+    store, _ = redis_store
+    source = pd.read_parquet(feature_data_dir() / "demand_series.parquet")
+    latest = source.sort_values("event_timestamp").groupby("series_id").tail(1).set_index("series_id")
+    series = latest.index[:3].tolist()
+    entities = [{"series_id": s} for s in series] + [{"series_id": "no-such-sku|US"}]
+    result = fs.online_features("demand_v1", entities, store=store)
+    assert result.defaults_used == [False, False, False, True]
+    got = result.frame["units_mean_28d"].to_numpy()[:3]
+    want = latest.loc[series, "units_mean_28d"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+
+
+def test_pushed_velocity_features_are_read_back_from_redis(redis_store):
+    from features import store as fs
+
+    store, _ = redis_store
+    buyer = f"B-push-{uuid.uuid4().hex[:8]}"
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    orders = [{"buyer_id": buyer, "device_id": f"D-{buyer}", "ip": f"10.9.{i}.1", "amount": 20.0 + i,
+               "ordered_at": now - pd.Timedelta(minutes=30 - 10 * i)} for i in range(3)]
+    assert fs.push_order_velocity(store, orders) > 0
+    row = fs.online_features("risk_v1", [{"buyer_id": buyer, "device_id": f"D-{buyer}", "ip": "10.9.2.1"}],
+                             store=store).frame.iloc[0]
+    assert row["buyer_orders_1h"] == 3 and row["device_orders_1h"] == 3 and row["ip_orders_1h"] == 1
+    assert row["buyer_amount_24h"] == pytest.approx(63.0)
+
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import pandas as pd
+    from features import store as fs
+    buyer, minutes_ago = sys.argv[1], [int(m) for m in sys.argv[2].split(",") if m]
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    orders = [{"buyer_id": buyer, "amount": 10.0, "ordered_at": now - pd.Timedelta(minutes=m)} for m in minutes_ago]
+    if orders:
+        fs.push_order_velocity(None, orders)
+    row = fs.online_features("risk_v1", [{"buyer_id": buyer}]).frame.iloc[0]
+    print(json.dumps({"orders_1h": float(row["buyer_orders_1h"]), "orders_24h": float(row["buyer_orders_24h"]),
+                      "store": fs.default_store().config.online_store.type}))
+""")
+
+
+def _worker(buyer: str, minutes_ago: list[int]) -> dict:
+    """One serving-worker-like process: push orders (if any), read the buyer's velocity, exit."""
+    out = subprocess.run([sys.executable, "-c", WORKER, buyer, ",".join(map(str, minutes_ago))], env=dict(os.environ),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_worker_restart_loses_no_velocity_counts(redis_store):
+    """Counts pushed by a worker process live in Redis: a restarted worker (new process) and another worker
+    continue from them instead of starting at zero."""
+    buyer = f"B-restart-{uuid.uuid4().hex[:8]}"
+    first = _worker(buyer, [40, 20])  # worker 1 scores two orders, then stops
+    assert first == {"orders_1h": 2.0, "orders_24h": 2.0, "store": "redis"}
+    second = _worker(buyer, [0])  # restarted worker: one more order
+    assert second["orders_1h"] == 3.0 and second["orders_24h"] == 3.0
+    third = _worker(buyer, [])  # another replica only reads
+    assert third["orders_1h"] == 3.0
+
+
+def test_mlflow_tracking_and_registry_on_postgres(shared_env, shared_services, tiny_tables):
+    """Log a run, register a version, move the champion alias and load it back, with MLflow's backend store on
+    PostgreSQL and artifacts under the shared artifact root."""
+    import mlflow
+    import psycopg2
+
+    from training import registry
+    from training.config import load_family_config
+    from training.distributed import demand_training_frame, fit_demand
+    from training.pyfunc import TradecastModel
+
+    assert registry.tracking_uri().startswith("postgresql+psycopg2://")
+    cfg = load_family_config("demand").model_copy(update={"max_training_rows": 3000})
+    cfg = cfg.model_copy(update={"lightgbm": cfg.lightgbm.model_copy(update={"n_estimators": 30})})
+    frame, numeric, categorical = demand_training_frame(tiny_tables["daily_sales"], tiny_tables["skus"], cfg)
+    est = fit_demand(frame, numeric, categorical, cfg)
+    inputs = numeric + categorical + ["target_date", "as_of"]
+    model = TradecastModel("demand", {"model": est}, {"input_columns": inputs, "output_columns": ["p10", "p50", "p90"],
+                                                      "frequency": "D", "estimator": "lightgbm"})
+    example = frame[inputs].head(5)
+    expected = model.predict_frame(example)
+
+    artifact_root = os.environ["TRADECAST_MLFLOW_ARTIFACT_ROOT"]
+    from mlflow.tracking import MlflowClient  # TEMP until registry reads the artifact root
+    MlflowClient(registry.tracking_uri()).create_experiment("tradecast-demand", artifact_location=Path(artifact_root).resolve().as_uri() + "/demand")
+    experiment_id = registry.ensure_experiment("demand")
+    assert mlflow.get_experiment(experiment_id).artifact_location.startswith(
+        Path(artifact_root).resolve().as_uri())
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_metric("accuracy", 0.5)
+        version = registry.log_and_register("demand", model, example, expected, {"metric.accuracy": 0.5})
+    registry.promote("demand", version, "shared-profile test")
+    loaded, champion = registry.load_champion("demand")
+    assert champion == version
+    pd.testing.assert_frame_equal(loaded.predict_frame(example), expected)
+    assert any(p.name == "MLmodel" for p in Path(artifact_root).rglob("MLmodel"))
+
+    # the tracking data is in PostgreSQL (this session's database), not in a local SQLite file
+    with psycopg2.connect(with_database(shared_services)) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from runs where run_uuid = %s", (run.info.run_id,))
+        assert cur.fetchone()[0] == 1
+        cur.execute("select version from registered_model_aliases where name = 'tradecast-demand' and alias = 'champion'")
+        assert str(cur.fetchone()[0]) == version
+    from tradecast.paths import mlflow_dir
+
+    assert not (mlflow_dir() / "mlflow.db").exists()
+
+
+def with_database(services) -> str:
+    from scaleout_fixtures import with_db
+
+    return with_db(services.pg_dsn, services.database)
