@@ -22,6 +22,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate synthetic data or ingest your own into the offline store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+from features.cli import app as features_app  # noqa: E402
+
+app.add_typer(features_app, name="features")
 
 console = Console(stderr=True)
 

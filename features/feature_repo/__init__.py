@@ -1,0 +1,1 @@
+"""Feast repository of tradecast: feature_store.yaml and the declarations in definitions.py."""
