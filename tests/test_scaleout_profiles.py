@@ -13,7 +13,7 @@ from tradecast.profiles import (PROFILE_ENV, apply_active_profile, apply_profile
                                 profile_variables)
 
 SHARED_VARS = {"TRADECAST_FEATURES__ONLINE_STORE", "REDIS_URL", "MLFLOW_TRACKING_URI", "TRADECAST_MLFLOW_ARTIFACT_ROOT",
-               "TRADECAST_DASK_WORKERS", "TRADECAST_SERVING__WORKERS"}
+               "TRADECAST_DASK_WORKERS", "TRADECAST_SERVING__WORKERS", "TRADECAST_DASK"}
 
 
 @pytest.fixture

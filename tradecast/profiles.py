@@ -36,6 +36,7 @@ PROFILE_VARIABLES: dict[str, str] = {
     "feature_store.redis_url": "REDIS_URL",  # features/store.py repo_config_dict
     "mlflow.tracking_uri": "MLFLOW_TRACKING_URI",  # training/registry.py tracking_uri
     "mlflow.artifact_root": "TRADECAST_MLFLOW_ARTIFACT_ROOT",  # training/registry.py ensure_experiment
+    "dask.enabled": "TRADECAST_DASK",  # training/distributed.py dask_enabled
     "dask.scheduler": "DASK_SCHEDULER",  # training/distributed.py dask_client
     "dask.local_workers": "TRADECAST_DASK_WORKERS",  # training/distributed.py dask_client
     "serving.workers": "TRADECAST_SERVING__WORKERS",  # serving/loading.py ServingConfig
@@ -56,6 +57,7 @@ class MlflowProfile(ConfigModel):
 
 
 class DaskProfile(ConfigModel):
+    enabled: Optional[bool] = None
     scheduler: Optional[str] = None
     local_workers: Optional[int] = Field(None, ge=1, le=256)
 
@@ -156,7 +158,7 @@ def profile_variables(profile: Profile, environ: dict[str, str] | os._Environ | 
         value = dumped[section][key]
         if value is None:
             continue
-        text = expand(str(value), dotted, environ)
+        text = expand(str(value).lower() if isinstance(value, bool) else str(value), dotted, environ)
         if text != "":
             out[var] = text
     for var, value in profile.env.items():

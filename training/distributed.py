@@ -91,6 +91,41 @@ def n_workers(client: Any) -> int:
     return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
 
 
+_ACTIVE_CLIENTS: list[Any] = []
+
+
+def dask_enabled() -> bool:
+    """Train on Dask? True when $TRADECAST_DASK is 1/true/yes (the `shared` profile sets it) or $DASK_SCHEDULER
+    names a cluster."""
+    flag = os.environ.get("TRADECAST_DASK", "").strip().lower()
+    if flag in ("0", "false", "no", "off"):
+        return False
+    return flag in ("1", "true", "yes", "on") or scheduler_address() is not None
+
+
+@contextlib.contextmanager
+def training_cluster(progress: Any = None) -> Iterator[Any]:
+    """Around a training pipeline: when `dask_enabled()`, a Dask client that is also dask's default scheduler
+    (so Feast's file offline store, which is built on dask.dataframe, runs its point-in-time joins on the
+    cluster) and that `active_client()` hands to the estimators; otherwise None and nothing changes."""
+    if not dask_enabled():
+        yield None
+        return
+    with dask_client() as client:
+        if progress is not None:
+            progress(f"Dask: {n_workers(client)} workers at {client.scheduler.address}")
+        _ACTIVE_CLIENTS.append(client)
+        try:
+            yield client
+        finally:
+            _ACTIVE_CLIENTS.remove(client)
+
+
+def active_client() -> Any | None:
+    """The client of the innermost `training_cluster()`, or None (train in this process)."""
+    return _ACTIVE_CLIENTS[-1] if _ACTIVE_CLIENTS else None
+
+
 # ----------------------------------------------------------------------------- features
 
 
@@ -198,7 +233,8 @@ def demand_training_frame(daily_sales: pd.DataFrame, skus: pd.DataFrame, config:
 class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
     """LGBMQuantileRegressor trained with lightgbm.dask (data-parallel LightGBM on the client's workers).
 
-    `client`: a distributed.Client; `partitions`: row partitions of the training data (default 2 per worker).
+    `client`: a distributed.Client (default: `active_client()`; with neither, it trains in this process like its
+    parent class); `partitions`: row partitions of the training data (default 2 per worker).
     After `fit`, prediction works locally (the fitted models are plain LGBMRegressor objects) and `to_local()`
     gives the equivalent LGBMQuantileRegressor for packaging.
     """
@@ -216,8 +252,9 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         import dask.dataframe as dd
         import lightgbm.dask as lgbd
 
-        if self.client is None:
-            raise TradecastError("DaskLGBMQuantileRegressor needs a Dask client (training.distributed.dask_client)")
+        client = self.client or active_client()
+        if client is None:  # e.g. a clone refitted outside a training_cluster(): same model, in this process
+            return super().fit(X, y, sample_weight=sample_weight)
         if sample_weight is not None:
             raise TradecastError("DaskLGBMQuantileRegressor: sample weights are not supported")
         self.numeric_ = list(self.numeric or [])
@@ -227,13 +264,13 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         target = np.asarray(y, dtype="float64")
         if self.log_target:
             target = np.log1p(np.clip(target, 0, None))
-        n_parts = self.partitions or 2 * n_workers(self.client)
+        n_parts = self.partitions or 2 * n_workers(client)
         # rows are shuffled before partitioning so each worker sees every period and series (time-ordered
         # partitions would give each worker a different era and skew its bin boundaries)
         order = np.random.default_rng(0).permutation(len(Xm))
         dX = dd.from_pandas(Xm.iloc[order].reset_index(drop=True), npartitions=n_parts, sort=False)
         dy = dd.from_pandas(pd.Series(target[order], name="target"), npartitions=n_parts, sort=False)
-        dX, dy = self.client.persist([dX, dy])
+        dX, dy = client.persist([dX, dy])
         params = dict(self.params or lgbm_params(None))
         params.pop("n_jobs", None)  # lightgbm.dask uses each worker's thread count
         method = params.pop("monotone_constraints_method", "advanced")  # as LGBMQuantileRegressor.fit does
@@ -243,10 +280,10 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         self.models_ = []
         for i, q in enumerate(self.quantiles):
             if i == self.center_ and self.constrained_:
-                model = lgbd.DaskLGBMRegressor(client=self.client, objective="regression", monotone_constraints=mono,
+                model = lgbd.DaskLGBMRegressor(client=client, objective="regression", monotone_constraints=mono,
                                                monotone_constraints_method=method, **params)
             else:
-                model = lgbd.DaskLGBMRegressor(client=self.client, objective="quantile", alpha=float(q), **params)
+                model = lgbd.DaskLGBMRegressor(client=client, objective="quantile", alpha=float(q), **params)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
                 model.fit(dX, dy)
