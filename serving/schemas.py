@@ -133,7 +133,9 @@ class DelayRequest(RequestModel):
     hs_code: str = Field(min_length=2, max_length=12, pattern=r"^[0-9.]+$")
     category: Optional[Category] = None
     promised_days: float = Field(ge=0.1, le=180, description="days promised to the buyer, 0.1-180")
-    customs_channel: CustomsChannel = "standard"
+    customs_channel: Optional[CustomsChannel] = Field(
+        None, description="fast_lane, standard or inspection; null/absent when no customs step is known "
+                          "(domestic delivery from an overseas warehouse, or not assigned yet), as in the training data")
     created_at: datetime
 
     _utc = field_validator("created_at")(classmethod(lambda cls, v: _naive_utc(v)))

@@ -1,0 +1,204 @@
+"""Unit tests of the serving building blocks: prediction log, API key, request rows, entity derivation, CLI."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def _batch(request_id: str, n: int, logged_at: datetime, family: str = "delay"):
+    from serving.predict import LoggedBatch
+
+    inputs = pd.DataFrame({"shipment_id": [f"{request_id}-{i}" for i in range(n)],
+                           "created_at": pd.Timestamp("2025-12-01 10:00"), "weight_kg": np.arange(n) + 1.0})
+    return LoggedBatch(family=family, endpoint="predict_delay", request_id=request_id, model_name="tradecast-delay",
+                       model_version="3", logged_at=logged_at, item_index=np.arange(n), inputs=inputs,
+                       features=pd.DataFrame({"lane_late_rate": [0.1] * n, "missing": [np.nan] * n}),
+                       outputs=pd.DataFrame({"p_late": np.linspace(0, 1, n), "alert": [False] * n}),
+                       defaults_used=np.array([i % 2 == 1 for i in range(n)]))
+
+
+def test_prediction_log_is_written_off_the_request_path_and_on_close(tmp_path):
+    from serving.prediction_log import PredictionLogger, read_prediction_log
+
+    log = PredictionLogger(root=tmp_path, flush_interval_s=3600)  # the timer never fires in this test
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    log.start()
+    log.append(_batch("r1", 3, now))
+    assert log.pending == 1 and not list(tmp_path.rglob("*.jsonl"))  # append does no IO
+    log.close()
+    path = tmp_path / "delay" / "2026-01-05.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["prediction_id"] for r in records] == ["r1:0", "r1:1", "r1:2"]
+    assert records[1]["entity"] == {"shipment_id": "r1-1"} and records[1]["defaults_used"] is True
+    assert records[0]["features"]["missing"] is None and records[0]["event_time"] == "2025-12-01T10:00:00"
+    assert records[0]["logged_at"] == "2026-01-05T12:00:00+00:00"
+    frame = read_prediction_log("delay", root=tmp_path)
+    assert list(frame["in_weight_kg"]) == [1.0, 2.0, 3.0] and list(frame["out_p_late"]) == [0.0, 0.5, 1.0]
+    assert frame["logged_at"].dt.tz is not None and frame["event_time"].iloc[0] == pd.Timestamp("2025-12-01 10:00")
+
+
+def test_timer_flush_and_since_until(tmp_path):
+    import time
+
+    from serving.prediction_log import PredictionLogger, read_prediction_log
+
+    log = PredictionLogger(root=tmp_path, flush_interval_s=0.05).start()
+    log.append(_batch("old", 2, datetime(2026, 1, 4, 23, 0, tzinfo=timezone.utc)))
+    log.append(_batch("new", 2, datetime(2026, 1, 5, 1, 0, tzinfo=timezone.utc)))
+    deadline = time.time() + 5
+    while log.records_written < 4 and time.time() < deadline:
+        time.sleep(0.02)
+    assert log.pending == 0 and log.records_written == 4
+    assert sorted(p.name for p in (tmp_path / "delay").iterdir()) == ["2026-01-04.jsonl", "2026-01-05.jsonl"]
+    assert set(read_prediction_log("delay", since="2026-01-05", root=tmp_path)["request_id"]) == {"new"}
+    assert set(read_prediction_log("delay", until="2026-01-05", root=tmp_path)["request_id"]) == {"old"}
+    assert read_prediction_log("risk", root=tmp_path).empty
+    log.close()
+
+
+def test_several_writers_share_a_file_without_losing_or_tearing_lines(tmp_path):
+    from serving.prediction_log import PredictionLogger, read_prediction_log
+
+    now = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    loggers = [PredictionLogger(root=tmp_path, flush_interval_s=0.01).start() for _ in range(3)]
+
+    def write(k: int) -> None:
+        for j in range(30):
+            loggers[k].append(_batch(f"w{k}-{j}", 5, now))
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for log in loggers:
+        log.close()
+    frame = read_prediction_log("delay", root=tmp_path)
+    assert len(frame) == 3 * 30 * 5 and frame["prediction_id"].is_unique
+
+
+def test_flush_failure_keeps_records_for_the_next_try(tmp_path):
+    from serving.prediction_log import PredictionLogger
+
+    blocker = tmp_path / "delay"
+    blocker.write_text("a file where the family folder should be")
+    log = PredictionLogger(root=tmp_path)
+    log.append(_batch("r", 2, datetime(2026, 1, 5, tzinfo=timezone.utc)))
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.pending == 1
+    blocker.unlink()
+    assert log.flush() == 2
+
+
+def test_api_key_created_once_with_mode_0600(tmp_home, monkeypatch):
+    from serving.auth import resolve_api_key
+
+    monkeypatch.delenv("TRADECAST_API_KEY", raising=False)
+    key, path = resolve_api_key()
+    assert path == tmp_home / "api_key" and stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 32
+    assert resolve_api_key() == (key, path)  # reused, not regenerated
+    monkeypatch.setenv("TRADECAST_API_KEY", "from-env")
+    assert resolve_api_key() == ("from-env", None)
+
+
+def test_api_key_missing_without_create(tmp_home, monkeypatch):
+    from serving.auth import resolve_api_key
+    from tradecast.errors import TradecastError
+
+    monkeypatch.delenv("TRADECAST_API_KEY", raising=False)
+    with pytest.raises(TradecastError, match="TRADECAST_API_KEY"):
+        resolve_api_key(create=False)
+
+
+def test_demand_rows_expand_per_day_values():
+    from serving.predict import demand_rows
+    from serving.schemas import DemandRequest
+
+    items = [DemandRequest(sku_id="A", market="US", horizon_days=3, start_date=date(2026, 2, 1), price=[1.0, 2.0, 3.0],
+                           promotion_event="double_11"),
+             DemandRequest(sku_id="B", market="DE", horizon_days=2, discount=0.1)]
+    rows = demand_rows(items, start=date(2026, 3, 1))
+    assert list(rows["item"]) == [0, 0, 0, 1, 1] and list(rows["horizon"]) == [1, 2, 3, 1, 2]
+    assert list(rows["date"].dt.strftime("%m-%d")) == ["02-01", "02-02", "02-03", "03-01", "03-02"]
+    assert rows["price"].iloc[:3].tolist() == [1.0, 2.0, 3.0] and rows["price"].iloc[3:].isna().all()
+    assert rows["promotion_event"].tolist()[:3] == ["double_11"] * 3 and rows["discount"].iloc[4] == 0.1
+
+
+def test_risk_level_thresholds():
+    from serving.predict import risk_level
+
+    levels = {"low": 0.0, "medium": 0.2, "high": 0.5, "critical": 0.8}
+    got = risk_level(np.array([0.05, 0.3, 0.1, 0.95]), np.array([0.0, 0.1, 0.6, 0.0]), levels)
+    assert got.tolist() == ["low", "medium", "high", "critical"]
+
+
+def test_entity_rows_match_training_derivation(tiny_tables):
+    """Serving derives join keys and request columns exactly as the training entity frames do."""
+    from features.store import delay_entities, risk_entities
+    from serving.loading import entity_rows
+    from serving.predict import delay_rows, risk_rows
+    from serving.schemas import DelayRequest, RiskRequest
+
+    shipments = tiny_tables["shipments"].dropna(subset=["transit_days", "promised_days", "declared_value", "hs_code"])
+    sample = shipments.head(20)
+    requests = [DelayRequest.model_validate({k: (None if pd.isna(v) else v) for k, v in rec.items()
+                                             if k in DelayRequest.model_fields})
+                for rec in sample.to_dict("records")]
+    served = entity_rows("delay", delay_rows(requests))
+    trained = delay_entities(sample).set_index("shipment_id").loc[sample["shipment_id"]]
+    assert served["lane_mode"].tolist() == trained["lane_mode"].tolist()
+    assert served["category"].tolist() == trained["category"].tolist()
+
+    orders = tiny_tables["orders"].head(30)
+    requests = [RiskRequest.model_validate({k: (None if pd.isna(v) else v) for k, v in rec.items()
+                                            if k in RiskRequest.model_fields})
+                for rec in orders.to_dict("records")]
+    served = entity_rows("risk", risk_rows(requests))
+    trained = risk_entities(orders, as_of="2100-01-01").set_index("order_id").loc[orders["order_id"]]
+    for col in ("category", "order_category", "device_id", "ip"):
+        assert served[col].fillna("<na>").tolist() == trained[col].fillna("<na>").tolist(), col
+    np.testing.assert_allclose(served["account_age_days"], trained["account_age_days"])
+
+
+def test_demand_entity_rows_match_training_calendar(tiny_tables):
+    from features.store import demand_entities
+    from serving.loading import entity_rows
+    from serving.predict import demand_rows
+    from serving.schemas import DemandRequest
+
+    sales = tiny_tables["daily_sales"]
+    one = sales[(sales["sku_id"] == sales["sku_id"].iloc[0]) & (sales["market"] == sales["market"].iloc[0])]
+    origin = one["date"].iloc[40]
+    trained = demand_entities(one, horizons=(1, 2, 3), origins=[origin])
+    trained = trained.sort_values("horizon").reset_index(drop=True)
+    day = one.set_index("date")
+    request = DemandRequest(sku_id=one["sku_id"].iloc[0], market=one["market"].iloc[0], horizon_days=3,
+                            start_date=origin.date(),
+                            price=[float(day.loc[d, "price"]) for d in trained["target_date"]],
+                            discount=[float(day.loc[d, "discount"]) for d in trained["target_date"]],
+                            live_sessions=[int(day.loc[d, "live_sessions"]) for d in trained["target_date"]],
+                            promotion_event=[day.loc[d, "promotion_event"] for d in trained["target_date"]])
+    served = entity_rows("demand", demand_rows([request], start=origin.date()))
+    for col in ("series_id", "event_timestamp", "target_date", "horizon", "is_promotion", "target_dow",
+                "target_month", "target_dayofyear", "price", "discount", "live_sessions"):
+        if col in trained:
+            assert served[col].astype(str).tolist() == trained[col].astype(str).tolist(), col
+
+
+def test_serve_command_runs_bentoml_with_workers(tmp_path, monkeypatch):
+    from serving.cli import serve_command
+
+    monkeypatch.delenv("BENTOML_CONFIG_OVERRIDES", raising=False)
+    cmd, env = serve_command(4321, "127.0.0.1", 3, tmp_path / "serving.yaml")
+    assert cmd[1:4] == ["-m", "bentoml", "serve"] and "serving.service:TradecastService" in cmd
+    assert cmd[cmd.index("--port") + 1] == "4321" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"tradecast": {"workers": 3}}}
+    assert env["TRADECAST_SERVING_CONFIG"] == str(tmp_path / "serving.yaml") and env["OMP_NUM_THREADS"]
