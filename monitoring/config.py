@@ -45,8 +45,12 @@ class PerformanceRule(ConfigModel):
                                                     "first found wins")
     rule: Literal["absolute_drop", "relative_increase"]
     limit: float = Field(gt=0)
+    baseline: Literal["backtest", "served"] = Field(
+        "backtest", description="compare with the champion's training backtest, or with the same metric on the "
+                                "predictions served in the reference_days before the judged period")
     min_labels: int = Field(30, ge=1, description="labelled predictions needed before judging performance")
     min_positives: int = Field(0, ge=0, description="positive labels needed (classification only)")
+    min_negatives: int = Field(0, ge=0, description="confirmed negative labels needed (classification only)")
 
 
 class FamilyMonitorConfig(ConfigModel):
@@ -66,9 +70,12 @@ class FamilyMonitorConfig(ConfigModel):
     prediction_columns: list[str] = Field(default_factory=list, description="outputs tested for prediction drift")
     performance_window: str | None = Field(None, description="predictions judged on performance: this long before "
                                                              "the window end (labels arrive late); null = window")
+    performance_min_age: str | None = Field(None, description="only predictions at least this old are judged, so most "
+                                                              "of their labels are in (labels that arrive first "
+                                                              "are the fast/easy cases); null = no minimum")
     performance: PerformanceRule
 
-    @field_validator("performance_window")
+    @field_validator("performance_window", "performance_min_age")
     @classmethod
     def _perf_window_ok(cls, value: str | None) -> str | None:
         if value is not None:

@@ -13,7 +13,7 @@ from monitoring.alerts import Alert, WebhookResult, alert_reasons, append_alert,
 from monitoring.config import MonitoringConfig, parse_window, severity_rank
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.outcomes import join_outcomes, load_outcomes
-from monitoring.performance import PerformanceCheck, compare_with_backtest, window_performance
+from monitoring.performance import PerformanceCheck, compare_with_backtest, served_baseline, window_performance
 from monitoring.predlog import read_prediction_log
 from monitoring.reference import champion_info, describe, load_reference
 from monitoring.report import build_drift_snapshot, evidently_metrics, report_paths, write_html, write_json
@@ -63,9 +63,13 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     until = until or utc_now()
     start = until - parse_window(window or cfg.window)
     perf_start = until - parse_window(fam.performance_window) if fam.performance_window else start
-    log = read_prediction_log(family, min(start, perf_start), until, time_column)
+    served = fam.performance.baseline == "served"
+    base_start = perf_start - timedelta(days=cfg.reference_days)
+    log = read_prediction_log(family, min(start, base_start if served else perf_start), until, time_column)
     current = log.frame.loc[log.frame[time_column] >= start].reset_index(drop=True) if len(log.frame) else log.frame
-    judged = log.frame.loc[log.frame[time_column] >= perf_start].reset_index(drop=True) if len(log.frame) else log.frame
+    perf_end = until - parse_window(fam.performance_min_age) if fam.performance_min_age else until
+    judged = log.frame.loc[(log.frame[time_column] >= perf_start) & (log.frame[time_column] < perf_end)] \
+        .reset_index(drop=True) if len(log.frame) else log.frame
     champion = champion_info(family)
     reference = load_reference(family, start, cfg, reference_path, time_column, champion)
 
@@ -79,9 +83,23 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
 
     performance = None
     if len(judged):
-        joined = join_outcomes(judged, load_outcomes(family), family, as_of=until)
-        perf = window_performance(family, joined)
-        performance = compare_with_backtest(perf, champion.metrics if champion else None, fam.performance)
+        outcomes = load_outcomes(family)
+        perf = window_performance(family, join_outcomes(judged, outcomes, family, as_of=until))
+        if served:  # the same metric on the period served just before, labels known as of the same moment
+            earlier = log.frame.loc[(log.frame[time_column] >= base_start) & (log.frame[time_column] < perf_start)]
+            baseline = served_baseline(window_performance(family, join_outcomes(
+                earlier.reset_index(drop=True), outcomes, family, as_of=until)), fam.performance) \
+                if len(earlier) else None
+            if baseline is None and champion is not None:  # no earlier served period yet: the backtest
+                baseline = {**champion.metrics}
+                for name in fam.performance.backtest_metrics:
+                    if name in baseline:
+                        baseline[f"served:{fam.performance.metric}"] = baseline[name]
+                        baseline["baseline_fallback"] = 1.0
+                        break
+        else:
+            baseline = champion.metrics if champion else None
+        performance = compare_with_backtest(perf, baseline, fam.performance)
 
     alert = build_alert(family, alert_reasons(drift, performance), start, until)
     html_path, json_path = report_paths(family, start, until)
@@ -90,7 +108,8 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     summary: dict[str, Any] = {
         "family": family,
         "window": {"start": start.isoformat(), "end": until.isoformat(), "time_column": time_column,
-                   "performance_start": perf_start.isoformat(), "performance_rows": len(judged),
+                   "performance_start": perf_start.isoformat(), "performance_end": perf_end.isoformat(),
+                   "performance_rows": len(judged),
                    "rows": len(current), "files": [str(p) for p in log.files], "bad_lines": log.bad_lines},
         "reference": {"source": reference.source, "rows": 0 if reference.empty else len(reference.frame)},
         "champion": describe(champion),

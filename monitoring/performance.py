@@ -26,6 +26,7 @@ class WindowPerformance:
     n_labelled: int
     n_positives: int | None
     metrics: dict[str, float] = field(default_factory=dict)
+    n_negatives: int | None = None
 
     @property
     def label_coverage(self) -> float:
@@ -128,7 +129,7 @@ def risk_performance(joined: pd.DataFrame, false_alarm_rate: float = FALSE_ALARM
     if okc.any() and yc[okc].sum() > 0:
         out["compliance_recall_at_3pct_fpr"] = m.recall_at_false_alarm_rate(yc[okc], pc[okc], false_alarm_rate)
         out["compliance_pr_auc"] = m.pr_auc(yc[okc], pc[okc])
-    return WindowPerformance(len(joined), int(ok.sum()), n_pos, out)
+    return WindowPerformance(len(joined), int(ok.sum()), n_pos, out, n_negatives=int(ok.sum()) - n_pos)
 
 
 def window_performance(family: str, joined: pd.DataFrame) -> WindowPerformance:
@@ -145,15 +146,29 @@ def pick_backtest_value(backtest: dict[str, float] | None, names: list[str]) -> 
     return None, None
 
 
+def served_baseline(perf: WindowPerformance, rule: PerformanceRule) -> dict[str, float] | None:
+    """The metric of an earlier served period as a baseline (None when it has too few labels to count)."""
+    enough = perf.n_labelled >= rule.min_labels and (perf.n_positives is None or perf.n_positives >= rule.min_positives)
+    value = perf.metrics.get(rule.metric)
+    if not enough or value is None or not math.isfinite(value):
+        return None
+    return {f"served:{rule.metric}": value}
+
+
 def compare_with_backtest(perf: WindowPerformance, backtest: dict[str, float] | None,
                           rule: PerformanceRule) -> PerformanceCheck:
-    """Judge the window's metric against the backtest with the family's rule."""
+    """Judge the window's metric against the baseline (backtest, or served period) with the family's rule."""
+    if rule.baseline == "served":
+        rule = rule.model_copy(update={"backtest_metrics": [f"served:{rule.metric}"]})
     base = dict(metric=rule.metric, rule=rule.rule, limit=rule.limit, n_labelled=perf.n_labelled,
                 label_coverage=round(perf.label_coverage, 4))
     window_value = perf.metrics.get(rule.metric)
     bt_name, bt_value = pick_backtest_value(backtest, rule.backtest_metrics)
-    if perf.n_labelled < rule.min_labels or (perf.n_positives is not None and perf.n_positives < rule.min_positives):
-        pos = "" if perf.n_positives is None else f", {perf.n_positives} positive(s) (need {rule.min_positives})"
+    few_pos = perf.n_positives is not None and perf.n_positives < rule.min_positives
+    few_neg = perf.n_negatives is not None and perf.n_negatives < rule.min_negatives
+    if perf.n_labelled < rule.min_labels or few_pos or few_neg:
+        pos = "" if perf.n_positives is None else (f", {perf.n_positives} positive(s) (need {rule.min_positives}), "
+                                                   f"{perf.n_negatives} negative(s) (need {rule.min_negatives})")
         return PerformanceCheck(status="not_enough_labels", window_value=window_value, backtest_value=bt_value,
                                 backtest_metric=bt_name, change=None,
                                 reason=f"{perf.n_labelled} labelled prediction(s) (need {rule.min_labels}){pos}",
@@ -165,15 +180,15 @@ def compare_with_backtest(perf: WindowPerformance, backtest: dict[str, float] | 
     if bt_value is None:
         return PerformanceCheck(status="no_backtest", window_value=window_value, backtest_value=None,
                                 backtest_metric=None, change=None,
-                                reason=f"champion has none of the backtest metrics {rule.backtest_metrics}", **base)
+                                reason=f"no baseline: none of {rule.backtest_metrics} is available", **base)
     if rule.rule == "absolute_drop":
         change = bt_value - window_value
         breached = change > rule.limit
-        words = f"{rule.metric} {window_value:.3f} vs backtest {bt_value:.3f}: down {change * 100:.1f} points " \
+        words = f"{rule.metric} {window_value:.3f} vs {bt_name} {bt_value:.3f}: down {change * 100:.1f} points " \
                 f"(limit {rule.limit * 100:.0f})"
     else:
         change = (window_value - bt_value) / bt_value if bt_value else math.inf
         breached = change > rule.limit
-        words = f"{rule.metric} {window_value:.3f} vs backtest {bt_value:.3f}: {change:+.1%} (limit +{rule.limit:.0%})"
+        words = f"{rule.metric} {window_value:.3f} vs {bt_name} {bt_value:.3f}: {change:+.1%} (limit +{rule.limit:.0%})"
     return PerformanceCheck(status="breach" if breached else "ok", window_value=window_value, backtest_value=bt_value,
                             backtest_metric=bt_name, change=change, reason=words, **base)

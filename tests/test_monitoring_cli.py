@@ -137,3 +137,33 @@ def test_bad_options_exit_two(tmp_home):
     assert result.exit_code == 2 and "weather" in result.output
     result = CliRunner().invoke(app, ["monitor", "--family", "delay", "--window", "7w"])
     assert result.exit_code == 2 and "7w" in result.output
+
+
+def test_performance_breach_is_red_with_late_labels(tmp_home, tmp_path):
+    """Deliveries reported weeks later show the model under-predicting: a red alert, judged like for like."""
+    import pandas as pd
+
+    calm = delay_frame(300, seed=5)
+    worse = delay_frame(300, seed=6)
+    # served 75-103 days before --until (the baseline period), then 45-75 days before (the judged period)
+    write_prediction_records("delay", delay_records(calm, datetime(2026, 8, 11), 27 * 24))
+    write_prediction_records("delay", delay_records(worse, datetime(2026, 9, 9), 28 * 24))
+    outcomes = pd.concat([
+        pd.DataFrame({"shipment_id": calm["shipment_id"], "transit_days": calm["transit_days_p50"] + 1.0}),
+        pd.DataFrame({"shipment_id": worse["shipment_id"], "transit_days": worse["transit_days_p50"] + 3.0}),
+    ])
+    outcomes.iloc[::10].to_csv(tmp_path / "late_deliveries.csv", index=False)  # a tenth arrives in a first file
+    outcomes.to_csv(tmp_path / "deliveries.csv", index=False)
+    for name in ("late_deliveries.csv", "deliveries.csv"):
+        result = CliRunner().invoke(app, ["outcomes", "ingest", "--family", "delay", "--source", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    assert "540 new, 60 updated" in result.output
+    result = CliRunner().invoke(app, ["monitor", "--family", "delay", "--until", UNTIL])
+    assert result.exit_code == 1, result.output
+    alert = read_alerts()[-1]
+    assert alert["severity"] == "red" and alert["reasons"][0]["kind"] == "performance"
+    assert "served:mae" in alert["reasons"][0]["message"]
+    summary = json.loads((tmp_home / "reports" / "delay_20261115T0000_20261122T0000.json").read_text())
+    perf = summary["performance"]
+    assert perf["backtest_value"] == pytest.approx(1.0) and perf["window_value"] == pytest.approx(3.0)
+    assert perf["n_labelled"] == 300

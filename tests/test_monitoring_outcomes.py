@@ -11,7 +11,7 @@ import pytest
 from monitoring.config import load_monitoring_config
 from monitoring.outcomes import ingest_outcomes, join_outcomes, load_outcomes
 from monitoring.performance import (WindowPerformance, compare_with_backtest, risk_performance,
-                                    window_performance)
+                                    served_baseline, window_performance)
 from monitoring.predlog import read_prediction_log, write_prediction_records
 from tradecast.errors import DataValidationError
 
@@ -122,11 +122,21 @@ def test_bad_outcome_file_names_the_column(tmp_home, tmp_path):
     ("risk", 0.50, 0.60, False),
 ])
 def test_performance_rules_per_family(family, window, backtest, breach):
-    rule = load_monitoring_config().family(family).performance
-    perf = WindowPerformance(n_predictions=1000, n_labelled=800, n_positives=50, metrics={rule.metric: window})
+    rule = load_monitoring_config().family(family).performance.model_copy(update={"baseline": "backtest"})
+    perf = WindowPerformance(n_predictions=1000, n_labelled=800, n_positives=50, metrics={rule.metric: window},
+                             n_negatives=750)
     check = compare_with_backtest(perf, {rule.backtest_metrics[0]: backtest}, rule)
     assert check.breached is breach
     assert check.status == ("breach" if breach else "ok")
+
+
+def test_served_baseline_needs_enough_labels():
+    rule = load_monitoring_config().family("delay").performance
+    assert rule.baseline == "served"
+    assert served_baseline(WindowPerformance(100, 10, None, {"mae": 1.0}), rule) is None
+    baseline = served_baseline(WindowPerformance(100, 90, None, {"mae": 1.0}), rule)
+    check = compare_with_backtest(WindowPerformance(100, 90, None, {"mae": 1.3}), baseline, rule)
+    assert check.breached and check.backtest_metric == "served:mae"
 
 
 def test_too_few_labels_is_not_judged():
@@ -135,3 +145,30 @@ def test_too_few_labels_is_not_judged():
     check = compare_with_backtest(perf, {rule.backtest_metrics[0]: 0.9}, rule)
     assert check.status == "not_enough_labels" and not check.breached
     assert np.isclose(check.label_coverage, 0.05)
+
+
+def test_reads_records_written_by_the_serving_logger(tmp_home):
+    """The reader understands what serving.prediction_log writes (same fixed format)."""
+    from datetime import timezone
+
+    from serving.predict import LoggedBatch
+    from serving.prediction_log import PredictionLogger
+
+    inputs = pd.DataFrame({"shipment_id": ["S1", "S2"], "lane": ["CN-SZX>DE", "CN-SZX>MY"], "mode": ["sea", "air"],
+                           "promised_days": [35.0, 9.0],
+                           "created_at": pd.to_datetime(["2026-11-20T08:00", "2026-11-20T09:30"])})
+    batch = LoggedBatch(family="delay", endpoint="predict_delay", request_id="req1", model_name="tradecast-delay",
+                        model_version="4", logged_at=datetime(2026, 11, 20, 10, tzinfo=timezone.utc),
+                        item_index=np.array([0, 1]), inputs=inputs,
+                        features=pd.DataFrame({"lane_transit_median_7d": [31.0, 8.5]}),
+                        outputs=pd.DataFrame({"transit_days_p50": [33.0, 8.0], "p_late": [0.4, 0.1]}),
+                        defaults_used=np.array([False, True]))
+    logger = PredictionLogger(fsync=False)
+    logger.append(batch)
+    logger.flush()
+    frame = read_prediction_log("delay", datetime(2026, 11, 20), datetime(2026, 11, 21)).frame
+    assert frame["shipment_id"].tolist() == ["S1", "S2"]
+    assert frame["f_lane_transit_median_7d"].tolist() == [31.0, 8.5]
+    assert frame["out_transit_days_p50"].tolist() == [33.0, 8.0]
+    assert frame["model_version"].tolist() == ["4", "4"]
+    assert frame["event_time"].tolist() == list(pd.to_datetime(["2026-11-20T08:00", "2026-11-20T09:30"]))

@@ -1,0 +1,374 @@
+"""Drift demonstration on the generator's scenarios: does the monitor flag the shift, and does retraining recover?
+
+For each case (scenario, family) it runs the whole stack in-process, each in its own $TRADECAST_HOME:
+  1. generate the tables with the scenario; the event date T0 comes from the generator (`scenario_start`);
+  2. train the champion on the data known at T0 (rows before T0, outcomes only when known by T0);
+  3. "serve" the traffic of [T0 - 28d, T_now) through serving.predict (the service's own scoring and
+     prediction-log code) with point-in-time features (what the online store held at each request), where
+     T_now = T0 + `--post-days`; ingest the outcomes known at T_now through monitoring.outcomes;
+  4. run the monitor every `--step-days` after T0 (drift on the last 7 days, performance on labels known then);
+  5. `retrain --if-drift` at T_now on the data known then (training pipeline + promotion gate);
+  6. score old and new champion on the following `--holdout-days` (ground truth) beside the pre-event level.
+The case "none" replays the same calendar on data generated without a scenario: it must raise no alert.
+
+    .venv/bin/python experiments/drift_scenarios.py --cases red_sea:delay,fraud_ring:risk,none:delay
+
+Timing on 2 shared cores is dominated by training; the small LightGBM settings below keep a case to minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FAMILY_TABLE = {"delay": ("shipments", "created_at"), "risk": ("orders", "ordered_at")}
+# Outcome columns and the time each becomes known (None: known with the row's delivery/report time column)
+HIDDEN_OUTCOMES = {
+    "shipments": ("delivered_at", ["clearance_hours", "transit_days", "delivered_at", "late"]),
+    "orders_fraud": ("fraud_reported_at", ["is_fraud", "fraud_reported_at"]),
+    "orders_compliance": ("compliance_reported_at", ["is_compliance_issue", "compliance_reported_at"]),
+}
+# Per scenario: (days_before_end: where the generator puts the event, post_days: event -> retrain). Fraud labels
+# close 90 days after the order, so the risk retrain must come well after the ring starts to learn from it.
+CASE_DEFAULTS = {"red_sea": (150, 100), "fraud_ring": (240, 150), "new_live_channel": (150, 60), "none": (150, 100)}
+# Settings for a demo that fits a laptop (env overrides of configs/<family>.yaml; documented in the output).
+FAST_TRAINING = {
+    "TRADECAST_DELAY__LIGHTGBM__N_ESTIMATORS": "120", "TRADECAST_DELAY__BACKTEST__FOLDS": "2",
+    "TRADECAST_RISK__LIGHTGBM__N_ESTIMATORS": "150", "TRADECAST_RISK__BACKTEST__FOLDS": "2",
+    "TRADECAST_RISK__CHALLENGER__ENABLED": "false",
+}
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ data as known at a moment
+def tables_as_of(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The canonical tables as a system would hold them at `as_of`: events before it, outcomes only when known."""
+    out = dict(tables)
+    sales = tables["daily_sales"]
+    out["daily_sales"] = sales[pd.to_datetime(sales["date"]) < as_of.normalize()].reset_index(drop=True)
+    ships = tables["shipments"]
+    ships = ships[pd.to_datetime(ships["created_at"]) < as_of].copy()
+    unknown = ~(pd.to_datetime(ships["delivered_at"]) <= as_of)
+    for col in HIDDEN_OUTCOMES["shipments"][1]:
+        ships[col] = ships[col].mask(unknown)
+    out["shipments"] = ships.reset_index(drop=True)
+    orders = tables["orders"]
+    orders = orders[pd.to_datetime(orders["ordered_at"]) < as_of].copy()
+    for key in ("orders_fraud", "orders_compliance"):
+        reported, cols = HIDDEN_OUTCOMES[key]
+        late = pd.to_datetime(orders[reported]) > as_of
+        flag = cols[0]
+        # a chargeback not reported yet looks like "no fraud so far"; training only uses closed label windows
+        orders[flag] = orders[flag].astype("boolean").mask(late, False)
+        orders[reported] = orders[reported].mask(late)
+    out["orders"] = orders.reset_index(drop=True)
+    return out
+
+
+def write_store(tables: dict[str, pd.DataFrame]) -> None:
+    """Write the tables to the offline store, recompute feature sources and apply Feast definitions."""
+    from features.offline import write_table
+    from monitoring.retrain import refresh_features
+
+    for name, frame in tables.items():
+        write_table(name, frame, frequency="D", source="drift_scenarios")
+    refresh_features()
+
+
+# ------------------------------------------------------------------ in-process serving
+class PointInTimeFeatures:
+    """serving's FeatureSource with the features the online store held at each request's time (a replay)."""
+
+    def lookup(self, family: str, rows: pd.DataFrame):
+        from features import store
+        from serving.bundle import FEATURE_SERVICES, FeatureVectors
+        from serving.loading import REWRITTEN, entity_rows
+
+        service = FEATURE_SERVICES[family]
+        entities = entity_rows(family, rows).reset_index(drop=True)
+        names = store.feature_names(service)
+        hist = store.training_frame(service, entities.drop(columns=[c for c in names if c in entities.columns]))
+        derived = [c for c in entities.columns if c not in rows.columns or c in REWRITTEN.get(family, ())]
+        frame = pd.concat([entities[derived], hist[[c for c in names if c in hist.columns]].reset_index(drop=True)],
+                          axis=1)
+        frame = frame.loc[:, ~frame.columns.duplicated(keep="last")]
+        return FeatureVectors(frame, np.zeros(len(frame), dtype=bool))
+
+    def push_orders(self, orders: pd.DataFrame) -> None:
+        """Velocity features come from the orders table itself in a replay (it holds every order)."""
+
+
+def champion_bundle(family: str):
+    from serving.loading import TradecastModelBundle
+    from training import registry
+
+    model, version = registry.load_champion(family)
+    return TradecastModelBundle(family, registry.registered_name(family), version, model)
+
+
+def request_items(family: str, rows: pd.DataFrame) -> list:
+    from serving.schemas import DelayRequest, RiskRequest
+
+    if family == "delay":
+        cols = ["shipment_id", "origin_warehouse", "destination_market", "mode", "carrier", "weight_kg",
+                "declared_value", "hs_code", "category", "promised_days", "customs_channel", "created_at"]
+        model = DelayRequest
+    else:
+        cols = ["order_id", "ordered_at", "buyer_id", "account_created_at", "merchant_id", "sku_id", "category",
+                "market", "amount", "quantity", "payment_method", "ip", "device_id", "ip_country", "card_country",
+                "shipping_country", "declared_value", "hs_code", "item_description"]
+        model = RiskRequest
+    records = rows[[c for c in cols if c in rows.columns]].astype(object).where(rows.notna(), None)
+    items = []
+    for rec in records.to_dict(orient="records"):
+        rec = {k: (v.to_pydatetime() if isinstance(v, pd.Timestamp) else v) for k, v in rec.items() if v is not None}
+        if family == "delay":
+            rec["customs_channel"] = rec.get("customs_channel") or "standard"
+        items.append(model.model_validate(rec))
+    return items
+
+
+def replay(family: str, rows: pd.DataFrame, bundle, batch_days: int = 1) -> int:
+    """Serve `rows` day by day through serving.predict and append them to the prediction log."""
+    from serving.predict import predict_delay, score_risk
+    from serving.prediction_log import PredictionLogger
+
+    predictor = predict_delay if family == "delay" else score_risk
+    time_col = FAMILY_TABLE[family][1]
+    features = PointInTimeFeatures()
+    logger = PredictionLogger(fsync=False)
+    days = pd.to_datetime(rows[time_col]).dt.floor(f"{batch_days}D")
+    n = 0
+    for _, part in rows.groupby(days, sort=True):
+        items = request_items(family, part)
+        now = pd.to_datetime(part[time_col]).max().to_pydatetime()
+        result = predictor(items, bundle, features, request_id=uuid.uuid4().hex[:12], now=now)
+        logger.append(result.logged)
+        n += len(items)
+    logger.flush()
+    return n
+
+
+def outcome_file(family: str, tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, path: Path) -> Path:
+    """The outcomes known at `as_of` as an outcome file (deliveries, or chargebacks and closed windows)."""
+    from features.schema import FRAUD_LABEL_WINDOW_DAYS
+
+    if family == "delay":
+        s = tables["shipments"]
+        known = pd.to_datetime(s["delivered_at"]) <= as_of
+        frame = s.loc[known, ["shipment_id", "transit_days", "delivered_at", "late"]]
+    else:
+        o = tables["orders"]
+        reported = pd.to_datetime(o["fraud_reported_at"])
+        positive = o["is_fraud"].astype("boolean").fillna(False).astype(bool) & (reported <= as_of)
+        closed = pd.to_datetime(o["ordered_at"]) + pd.Timedelta(days=FRAUD_LABEL_WINDOW_DAYS) <= as_of
+        frame = o.loc[positive | closed, ["order_id", "fraud_reported_at"]].copy()
+        frame["is_fraud"] = positive[positive | closed].to_numpy()  # negative only once the window closed
+        frame["fraud_reported_at"] = frame["fraud_reported_at"].where(frame["is_fraud"])
+    frame.to_parquet(path, index=False)
+    return path
+
+
+# ------------------------------------------------------------------ evaluation on ground truth
+def holdout_metric(family: str, bundle, rows: pd.DataFrame) -> float:
+    """MAE (delay) or fraud recall at 3% false alarms (risk) of `bundle` on `rows` (ground truth known)."""
+    from serving.predict import score
+    from training import metrics as M
+
+    features = PointInTimeFeatures()
+    if family == "delay":
+        from serving.predict import delay_rows
+
+        req = delay_rows(request_items(family, rows))
+        _, out = score(bundle, features, family, req)
+        return float(np.mean(np.abs(rows["transit_days"].to_numpy(float) - out["transit_days_p50"].to_numpy(float))))
+    from serving.predict import risk_rows
+
+    req = risk_rows(request_items(family, rows))
+    _, out = score(bundle, features, family, req)
+    y = rows["is_fraud"].astype("boolean").fillna(False).astype(float).to_numpy()
+    return M.recall_at_false_alarm_rate(y, out["p_fraud"].to_numpy(float), 0.03)
+
+
+@dataclass
+class CaseResult:
+    case: str
+    family: str
+    t0: str
+    timeline: list[dict]
+    first_alert_day: int | None
+    retrain: str
+    pre_event: float | None
+    old_post: float | None
+    new_post: float | None
+
+
+def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
+    from features.generate import generate_tables, load_data_config, scenario_start
+    from monitoring.config import load_monitoring_config
+    from monitoring.monitor import run_monitor
+    from monitoring.outcomes import ingest_outcomes
+    from monitoring.retrain import retrain_families, train_family
+    from training import registry
+
+    name = f"{scenario}:{family}"
+    home = workdir / f"{scenario}_{family}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ["TRADECAST_HOME"] = str(home)
+    cfg = load_data_config(None)
+    label_scenario = scenario
+    if scenario == "none":
+        label_scenario = "fraud_ring" if family == "risk" else args.calendar_scenario
+    days_before_end, post_days = CASE_DEFAULTS.get(scenario, (None, 90))
+    if scenario == "none" and family == "risk":
+        days_before_end, post_days = CASE_DEFAULTS["fraud_ring"]
+    days_before_end = args.days_before_end or days_before_end
+    post_days = args.post_days or post_days
+    overrides = {label_scenario: days_before_end} if days_before_end else {}
+    if overrides:
+        sc = cfg.scenarios.model_copy(update={k: getattr(cfg.scenarios, k).model_copy(update={"days_before_end": v})
+                                              for k, v in overrides.items()})
+        cfg = cfg.model_copy(update={"scenarios": sc})
+    t0 = scenario_start(cfg, label_scenario, scale=args.scale)
+    say(f"{name}: generating --scale {args.scale} (event date {t0.date()}{' (calendar only)' if scenario == 'none' else ''})")
+    tables = generate_tables(cfg, scale=args.scale, seed=args.seed, scenario=None if scenario == "none" else scenario)
+    t_now = t0 + pd.Timedelta(days=post_days)
+    table, time_col = FAMILY_TABLE[family]
+    events = tables[table]
+    etime = pd.to_datetime(events[time_col])
+
+    say(f"{name}: training the champion on data known at {t0.date()}")
+    write_store(tables_as_of(tables, t0))
+    first = train_family(family, say if args.verbose else None)
+    if not first.gate_promoted:
+        registry.promote(family, first.version, f"drift demo setup: {first.gate_reason}")
+        say(f"{name}: promoted v{first.version} by hand (gate said: {first.gate_reason})")
+    champion_v1 = registry.champion_version(family)
+    bundle_v1 = champion_bundle(family)
+
+    say(f"{name}: serving traffic {(t0 - pd.Timedelta(days=28)).date()} .. {t_now.date()} in-process")
+    write_store(tables_as_of(tables, t_now))
+    traffic = events[(etime >= t0 - pd.Timedelta(days=28)) & (etime < t_now)]
+    n = replay(family, traffic, bundle_v1)
+    ingest_outcomes(family, outcome_file(family, tables, t_now, home / f"{family}_outcomes.parquet"))
+    say(f"{name}: served {n} predictions, outcomes known at {t_now.date()} ingested")
+
+    mcfg = load_monitoring_config()
+    timeline = []
+    first_alert = None
+    for day in range(args.step_days, post_days + 1, args.step_days):
+        until = (t0 + pd.Timedelta(days=day)).to_pydatetime()
+        r = run_monitor(family, mcfg, until=until, time_column="event_time", send_webhook=False)
+        drift = r.summary.get("drift") or {}
+        perf = r.summary.get("performance") or {}
+        row = {"day": day, "until": str(until.date()), "rows": r.summary["window"]["rows"],
+               "drift_share": drift.get("share_drifted_features"),
+               "drifted": ",".join(drift.get("drifted_features", [])[:4]),
+               "pred_drift": drift.get("prediction_drift"), "perf": perf.get("window_value"),
+               "backtest": perf.get("backtest_value"), "labels": perf.get("n_labelled"),
+               "perf_status": perf.get("status"), "severity": r.severity}
+        timeline.append(row)
+        if r.severity and first_alert is None:
+            first_alert = day
+    say(f"{name}: retrain --if-drift at {t_now.date()}")
+    outcome = retrain_families([family], mcfg, if_drift=True, until=t_now.to_pydatetime(),
+                               refresh=None, progress=say if args.verbose else None)
+    retrain_line = outcome.lines()[0] if outcome.steps else "no step"
+
+    pre, old_post, new_post = None, None, None
+    if args.holdout_days:
+        say(f"{name}: scoring champions on ground truth")
+        write_store(tables)  # the future becomes known; point-in-time joins keep each request's view honest
+        lab_col = "transit_days" if family == "delay" else "is_fraud"
+        labelled = events[events[lab_col].notna()]
+        ltime = pd.to_datetime(labelled[time_col])
+        before = labelled[(ltime >= t0 - pd.Timedelta(days=args.holdout_days)) & (ltime < t0)]
+        after = labelled[(ltime >= t_now) & (ltime < t_now + pd.Timedelta(days=args.holdout_days))]
+        if family == "risk":  # only orders whose label window closed before the data ends are ground truth
+            end = pd.to_datetime(events[time_col]).max()
+            after = after[pd.to_datetime(after[time_col]) + pd.Timedelta(days=90) <= end + pd.Timedelta(days=1)] \
+                if args.closed_windows_only else after
+        pre = holdout_metric(family, bundle_v1, before) if len(before) else None
+        old_post = holdout_metric(family, bundle_v1, after) if len(after) else None
+        new_champion = registry.champion_version(family)
+        new_post = holdout_metric(family, champion_bundle(family), after) if len(after) and \
+            new_champion != champion_v1 else old_post
+    return CaseResult(name, family, str(t0.date()), timeline, first_alert, retrain_line, pre, old_post, new_post)
+
+
+def print_case(res: CaseResult) -> None:
+    metric = "MAE days" if res.family == "delay" else "fraud recall@3%FPR"
+    print(f"\n=== {res.case}  (event date {res.t0}) ===")
+    frame = pd.DataFrame(res.timeline)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"first alert: {'day ' + str(res.first_alert_day) + ' after the event' if res.first_alert_day else 'none'}")
+    print(f"retrain: {res.retrain}")
+
+    def fmt(v):
+        return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    print(f"{metric}: pre-event (old champion) {fmt(res.pre_event)} | after the event: old champion "
+          f"{fmt(res.old_post)} -> after retrain {fmt(res.new_post)}")
+    if res.family == "delay" and res.pre_event and res.new_post:
+        print(f"recovered to {res.new_post / res.pre_event:.0%} of the pre-event MAE (target <= 110%)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="red_sea:delay,fraud_ring:risk,none:delay",
+                        help="comma-separated scenario:family (scenario none = no shift)")
+    parser.add_argument("--scale", default="small")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--post-days", type=int, default=None, help="days between the event and the retrain "
+                                                                   "(default per scenario, CASE_DEFAULTS)")
+    parser.add_argument("--step-days", type=int, default=10, help="monitor every this many days after the event")
+    parser.add_argument("--holdout-days", type=int, default=28, help="ground-truth days after the retrain (0: skip)")
+    parser.add_argument("--days-before-end", type=int, default=None,
+                        help="move the scenario's start (generator's days_before_end) for this run")
+    parser.add_argument("--calendar-scenario", default="red_sea", help="scenario whose date the case 'none' uses "
+                                                                      "(fraud_ring's for none:risk)")
+    parser.add_argument("--closed-windows-only", action="store_true", help="risk holdout: closed label windows only")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".tradecast" / "drift_scenarios")
+    parser.add_argument("--full-training", action="store_true", help="use configs/<family>.yaml as they are")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not args.full_training:
+        for key, value in FAST_TRAINING.items():
+            os.environ.setdefault(key, value)
+        say("training settings: " + ", ".join(f"{k}={v}" for k, v in FAST_TRAINING.items()))
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    results = []
+    for case in args.cases.split(","):
+        scenario, family = case.split(":")
+        started = time.time()
+        res = run_case(scenario, family, args, args.workdir)
+        print_case(res)
+        say(f"{case} took {time.time() - started:.0f}s")
+        results.append(res)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
