@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections import defaultdict, deque
-from datetime import date, datetime, timezone
+from datetime import date, timezone
 from pathlib import Path
 from typing import Any, Iterable
 

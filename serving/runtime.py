@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from pydantic import BaseModel
@@ -50,6 +49,22 @@ class ServingRuntime:
         """Stop polling and flush the prediction log (no record lost on a clean stop)."""
         self._stop.set()
         self.log.close()
+
+    def warm_up(self) -> None:
+        """Run each family's example through features and model once (no log, no velocity push), so the
+        first caller does not pay for lazy initialisation in the feature store and the model code."""
+        from serving.schemas import load_example
+
+        rows = {"demand": lambda m: P.demand_rows([m], P.default_start_date()), "delay": lambda m: P.delay_rows([m]),
+                "risk": lambda m: P.risk_rows([m])}
+        for family, model in self.models.items():
+            if self.features is None:
+                return
+            try:
+                request = REQUEST_MODELS[family].model_validate(load_example(ENDPOINTS[family]))
+                P.score(model, self.features, family, rows[family](request))
+            except Exception:
+                logger.exception("warm-up of %s failed (serving continues)", family)
 
     def ready(self) -> bool:
         """Every configured family has a model and the feature source is up."""
@@ -162,6 +177,7 @@ def build_runtime(config: ServingConfig | None = None) -> ServingRuntime:
         features = None
     log = PredictionLogger(flush_interval_s=config.prediction_log.flush_interval_s, fsync=config.prediction_log.fsync)
     runtime = ServingRuntime(config, models, features, log, champions)
+    runtime.warm_up()
     logger.info("runtime loaded in %.1fs: %s", time.perf_counter() - started, runtime.status())
     return runtime.start()
 

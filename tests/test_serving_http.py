@@ -174,6 +174,8 @@ def test_auth_required_on_predictions_not_on_health(served):
     bad = post(client, "/score_risk", example("score_risk"), headers={"Authorization": "Bearer wrong"})
     assert bad.status_code == 401 and bad.json()["field"] == "Authorization"
     assert client.post("/admin/reload", headers={}).status_code == 401
+    reload = client.post("/admin/reload", headers=AUTH)
+    assert reload.status_code == 200 and reload.json()["models"]["risk"] == {"name": "tradecast-risk", "version": "1"}
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
     metrics = client.get("/metrics")
