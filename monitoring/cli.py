@@ -2,7 +2,8 @@
 
 Exit status of `monitor`: 0 no alert at or above `exit_severity` (configs/monitoring.yaml, default yellow),
 1 an alert was raised (record in reports/alerts.jsonl, webhook posted if configured), 2 an error (bad option,
-bad config, unreadable file). `retrain` exits 0 when every requested step ran (promoted or not), 2 on errors.
+bad config, unreadable file). `retrain` exits 0 when every requested step ran (promoted or not), 2 when a
+training run failed (its champion untouched) or on errors.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def retrain_command(
     """Run the monitor, retrain drifted families on data up to now, send the result through the promotion gate."""
     from tradecast.cli import run_guarded
 
-    def _run() -> None:
+    def _run() -> int:
         from monitoring.config import load_monitoring_config
         from monitoring.monitor import parse_until
         from monitoring.report import print_summary
@@ -85,13 +86,16 @@ def retrain_command(
 
         cfg = load_monitoring_config(config)
         outcome = retrain_families(_families(family), cfg, if_drift=if_drift, until=parse_until(until),
-                                   window=window)
+                                   window=window, progress=typer.echo)
         if outcome.monitor_results:
             print_summary(outcome.monitor_results)
         for line in outcome.lines():
             typer.echo(line)
+        return 2 if outcome.failed else 0
 
-    run_guarded(_run)
+    code = run_guarded(_run)
+    if code:
+        raise typer.Exit(code)
 
 
 @outcomes_app.command("ingest")

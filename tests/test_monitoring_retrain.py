@@ -105,3 +105,14 @@ def test_real_retrain_refuses_a_worse_model_and_keeps_the_champion(tiny_home, tm
     assert registry.challenger_version("delay") == step.version != champion
     tags = registry.version_tags("delay", step.version)
     assert "champion kept" in tags.get("gate_reason", "") or "sanity" in tags.get("gate_reason", "")
+
+
+def test_retrain_cli_skips_calm_families(tmp_home):
+    from typer.testing import CliRunner
+
+    from tradecast.cli import app
+
+    write_prediction_records("delay", delay_records(delay_frame(600, seed=1), datetime(2026, 10, 25), 28 * 24))
+    result = CliRunner().invoke(app, ["retrain", "--if-drift", "--family", "delay", "--until", "2026-11-22"])
+    assert result.exit_code == 0, result.output
+    assert "delay: skipped: no alert" in result.output
