@@ -317,6 +317,36 @@ def _episodes(start: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(end, axis=0) > t
 
 
+def _poisson_inverse(lam: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Poisson(lam) draws from uniforms `u`, one uniform per cell (so a cell's draw never moves another's).
+
+    Exact inversion for lam < 30; above, the Cornish-Fisher normal approximation (error far below the noise).
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    out = np.zeros(lam.shape)
+    small = lam < 30.0
+    ls, us = lam[small], u[small]
+    k = np.zeros(ls.shape)
+    p = np.exp(-ls)
+    cdf = p.copy()
+    active = np.flatnonzero(us > cdf)
+    i = 0
+    while active.size:
+        i += 1
+        k[active] += 1
+        p[active] *= ls[active] / i
+        cdf[active] += p[active]
+        active = active[us[active] > cdf[active]]
+    out[small] = k
+    if (~small).any():
+        from scipy.special import ndtri
+
+        lb = lam[~small]
+        z = ndtri(np.clip(u[~small], 1e-12, 1 - 1e-12))
+        out[~small] = np.maximum(0.0, np.floor(lb + np.sqrt(lb) * z + (z * z - 1) / 6.0 + 0.5))
+    return out
+
+
 def hs_matches_category(hs_codes: pd.Series | np.ndarray, categories: pd.Series | np.ndarray) -> np.ndarray:
     """True where a 6-digit HS code's chapter fits the product category (False = likely misclassified)."""
     hs = pd.Series(np.asarray(hs_codes, dtype=object)).astype("string").str[:2]
@@ -542,7 +572,7 @@ def _series(cfg: DataConfig, seed: int, merchants: pd.DataFrame, skus: pd.DataFr
     level = np.array([REGION_PRICE_LEVEL[r] for r in s_region_name])
     s_price = price * level * np.exp(rng.normal(0, 0.05, n_s))
     elasticity = np.array([REGION_ELASTICITY[r] for r in s_region_name]) * np.exp(rng.normal(0, 0.15, n_s))
-    promo_sens = np.exp(rng.normal(0, 0.2, n_s))
+    promo_sens = np.exp(rng.normal(0, 0.1, n_s))
     seasonal = skus["seasonal"].to_numpy()[s_sku]
     amp = np.where(seasonal, rng.uniform(0.4, 0.7, n_s), rng.uniform(0.03, 0.12, n_s))
     amp = amp * np.where(s_region_name == "sea", 0.6, 1.0)  # tropical markets: weaker yearly cycle
@@ -574,8 +604,8 @@ WEEKLY_TAB = np.array([WEEKLY[r] for r in REGIONS]).T  # [weekday, region]
 def _demand_chunk(world: World, chunk: int, idx: np.ndarray) -> pd.DataFrame:
     """daily_sales rows of the series `idx` (one chunk of SKUs), ordered by sku, market, date.
 
-    Random matrices are [day, series]; draws whose consumption depends on their parameters (Poisson) come
-    last, so a change from day t on (a scenario) never alters earlier days.
+    Random matrices are [day, series] and drawn whatever the scenario; counts come from one uniform per cell
+    (`_poisson_inverse`), so a scenario changes exactly the cells it touches and nothing else.
     """
     cfg, dm = world.cfg, world.cfg.demand
     rng = _rng(world.seed, "demand", chunk)
@@ -609,6 +639,7 @@ def _demand_chunk(world: World, chunk: int, idx: np.ndarray) -> pd.DataFrame:
     so_len = rng.integers(2, 10, (n_d, n_s))
     u_avail = rng.random((n_d, n_s))
     noise = rng.gamma(dm.noise_shape, 1.0 / dm.noise_shape, (n_d, n_s))
+    u_count = rng.random((n_d, n_s))
 
     # --- planned covariates: list price (rare step changes), discounts, live sessions ---
     log_step = np.where(u_step < 1 / 90, 0.07 * z_step, 0.0)
@@ -634,7 +665,8 @@ def _demand_chunk(world: World, chunk: int, idx: np.ndarray) -> pd.DataFrame:
     sessions = np.where(live, 1 + (u_sess < 0.3) + (u_sess < 0.08), 0).astype(np.int64)
     viewers = np.where(live, np.round(world.s_viewers[idx][None, :] * sessions * np.exp(0.8 * z_view)), 0).astype(np.int64)
     live_disc = np.where(live, np.where(u_live_disc < 0.6, 0.0, np.where(u_live_disc < 0.85, 0.05, 0.10)), 0.0)
-    discount = np.maximum(np.maximum(promo_disc, coupon), live_disc)
+    seller_disc = np.maximum(promo_disc, coupon)
+    discount = np.round(1 - (1 - seller_disc) * (1 - live_disc), 2)  # a live-stream price stacks on top
 
     # --- demand rate ---
     weekly = WEEKLY_TAB[dates.dayofweek.to_numpy()][:, region]
@@ -646,16 +678,20 @@ def _demand_chunk(world: World, chunk: int, idx: np.ndarray) -> pd.DataFrame:
     decline = np.exp(-np.maximum(0.0, day_num - world.s_decline_start[idx][None, :]) / world.s_decline_scale[idx][None, :])
     elasticity = world.s_elasticity[idx][None, :]
     price_effect = np.exp(-elasticity * log_p)
-    disc_elast = np.where(live, dm.live_elasticity, elasticity)
-    disc_effect = (1 - discount) ** -disc_elast
-    excess = (dm.live_median_lift * np.exp(0.4 * 0.8 * z_view + dm.live_lift_sigma * z_lift)
+    # Event lifts already hold a typical 25% discount, so on event days a deeper (shallower) cut than that
+    # lifts more (less); elsewhere coupons act with the ordinary elasticity. Live-stream cuts act far more.
+    typical = np.where(promo_disc_day, 0.75, 1.0)
+    disc_effect = ((1 - seller_disc) / typical) ** -elasticity
+    live_disc_effect = (1 - live_disc) ** -dm.live_elasticity
+    # Spike size: mostly explained by the audience (viewers), a little by chance; heavy tail from both.
+    excess = (dm.live_median_lift * np.exp(0.6 * 0.8 * z_view + dm.live_lift_sigma * z_lift)
               * sessions.clip(1) ** 0.3 * lift_mult)
-    live_effect = np.where(live, 1 + excess, 1.0)
     after_live = np.zeros_like(live)
     after_live[1:] = live[:-1]
-    live_effect = np.where(after_live & ~live, 0.85, live_effect)  # demand pulled forward: a small dip
-    rate = (world.s_base[idx][None, :] * weekly * yearly * trend * ramp * decline * lift * price_effect
-            * disc_effect * live_effect)
+    dip = np.where(after_live & ~live, 0.85, 1.0)  # demand pulled forward by yesterday's stream: a small dip
+    # Stream viewers buy on top of the shop's ordinary (or promotion) demand.
+    uplift = lift * disc_effect * dip + np.where(live, excess * live_disc_effect, 0.0)
+    rate = world.s_base[idx][None, :] * weekly * yearly * trend * ramp * decline * price_effect * uplift
     rate = np.where(valid, np.minimum(rate, 50_000.0), 0.0)
 
     # --- stock-outs: episodes of several days with small (often zero) stock ---
@@ -663,7 +699,7 @@ def _demand_chunk(world: World, chunk: int, idx: np.ndarray) -> pd.DataFrame:
     stock_out = _episodes(so_start, so_len) & valid
     available = np.where(u_avail < 0.5, 0.0, np.floor(rate * 0.8 * (u_avail - 0.5)))
 
-    demand = rng.poisson(rate * noise).astype(np.float64)  # last draw: see docstring
+    demand = _poisson_inverse(rate * noise, u_count)
     units = np.where(stock_out, np.minimum(demand, available), demand)
 
     keep = valid.T.ravel()
@@ -815,9 +851,10 @@ def _shipments(world: World) -> pd.DataFrame:
     # Warehouse overload: days when an origin handles far more than its usual volume.
     o_idx = pd.Index(ORIGINS).get_indexer(origin)
     counts = np.bincount(o_idx * n_d + day, minlength=len(ORIGINS) * n_d).reshape(len(ORIGINS), n_d)
-    usual = np.maximum(counts.mean(axis=1, keepdims=True), 1e-9)
-    ratio = (counts / usual)[o_idx, day]
-    line += np.where(small_parcel, 1.2, 0.6) * np.clip(ratio - 1.3, 0, 3)
+    usual = counts.mean(axis=1, keepdims=True)
+    # Small origins see noise, not overload: excess volume counts against a floor of 20 shipments a day.
+    overload = np.clip((counts - 1.3 * usual) / np.maximum(usual, 20.0), 0, 3)[o_idx, day]
+    line += np.where(small_parcel, 1.2, 0.6) * overload
     weather = _weather(world)
     bad = weather[region, day] | (cross & weather[len(REGIONS), day])
     line += 0.6 * bad
@@ -835,6 +872,7 @@ def _shipments(world: World) -> pd.DataFrame:
     # Promise per service level: lane x mode standard, premium carriers promise a little less.
     exp_clear = np.where(cross, 1.3, 0.0)
     buffer = np.array([tc.promise_buffer.get(m, 1.0) for m in MODE_ORDER])[mode_idx]
+    buffer = np.where(use_wh, tc.promise_buffer.get("warehouse", 1.0), buffer)
     promised = np.round(base * (1 + 0.5 * (speed - 1)) + exp_clear + buffer)
     promised = np.maximum(promised, 1.0)
 
@@ -1111,7 +1149,8 @@ def _finish_orders(world: World, c: dict[str, np.ndarray], window: int) -> pd.Da
     category = world.skus["category"].to_numpy(object)[sku]
     desc = world.sku_desc[sku]
     dg_kw = has_control_keyword(desc) if n else np.zeros(0, bool)
-    u_under, u_under_size, u_mis, u_mis_code, u_decl, u_comp, u_lag, u_clag = (rng.random(n) for _ in range(8))
+    # One row of uniforms per order (row-major): orders added later in time never move earlier orders' draws.
+    u_under, u_under_size, u_mis, u_mis_code, u_decl, u_comp, u_lag, u_lag2, u_clag = rng.random((n, 9)).T
     amount = np.round(np.maximum(0.5, c["amount"]), 2)
     undervalued = u_under < rk.undervalued_share * np.where(poor, 3.0, 0.7)
     declared = np.round(amount * np.where(undervalued, 0.1 + 0.3 * u_under_size, 0.85 + 0.15 * u_decl), 2)
@@ -1124,7 +1163,7 @@ def _finish_orders(world: World, c: dict[str, np.ndarray], window: int) -> pd.Da
     compliance = u_comp < p_comp
     t = c["t"].astype("datetime64[s]")
     fraud = c["fraud"]
-    fraud_lag = (30 + 60 * rng.beta(2.0, 3.0, n)) * 86400
+    fraud_lag = (30 + 60 * (u_lag + u_lag2) / 2) * 86400  # chargebacks: 30-90 days, most around 60
     fraud_at = np.where(fraud, t + fraud_lag.astype("timedelta64[s]"), np.datetime64("NaT"))
     comp_at = np.where(compliance, t + ((2 + 8 * u_clag) * 86400).astype("timedelta64[s]"), np.datetime64("NaT"))
     # payment method by region; fraud uses cards (pay_u < 0) and brushing e-wallet/card
@@ -1282,7 +1321,9 @@ def _stream_to_store(cfg: DataConfig, scale: str, seed: int, scenario: str | Non
         schema = _arrow_schema(name)
         rows = 0
         try:
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            # store_schema=False: the footer key-value metadata (added at the end, when the row count is
+            # known) is then what pq.read_schema / table_metadata see.
+            with pq.ParquetWriter(tmp, schema, compression="zstd", store_schema=False) as writer:
                 for i, df in enumerate(frames):
                     if i == 0:
                         _check(name, df)
