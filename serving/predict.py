@@ -135,23 +135,27 @@ def demand_rows(items: Sequence[DemandRequest], start: date) -> pd.DataFrame:
     return frame
 
 
+def _columns(items: Sequence[BaseModel], times: Sequence[str]) -> pd.DataFrame:
+    """Request fields as columns (built column-wise: cheaper than records for small batches); `times` become
+    datetime64[ns] (naive UTC, NaT when absent)."""
+    fields = list(type(items[0]).model_fields)
+    data: dict[str, Any] = {f: [getattr(it, f) for it in items] for f in fields}
+    for col in times:
+        data[col] = np.array(data[col], dtype="datetime64[ns]")
+    return pd.DataFrame(data)
+
+
 def delay_rows(items: Sequence[DelayRequest]) -> pd.DataFrame:
     """One row per shipment; a missing shipment_id is generated, `lane` is origin>destination."""
-    frame = pd.DataFrame([it.model_dump() for it in items])
-    missing = frame["shipment_id"].isna()
-    if missing.any():
-        frame.loc[missing, "shipment_id"] = [f"auto-{uuid.uuid4().hex[:16]}" for _ in range(int(missing.sum()))]
-    frame["lane"] = frame["origin_warehouse"] + ">" + frame["destination_market"]
-    frame["created_at"] = pd.to_datetime(frame["created_at"]).astype("datetime64[ns]")
+    frame = _columns(items, ("created_at",))
+    frame["shipment_id"] = [sid if sid is not None else f"auto-{uuid.uuid4().hex[:16]}" for sid in frame["shipment_id"]]
+    frame["lane"] = [f"{o}>{d}" for o, d in zip(frame["origin_warehouse"], frame["destination_market"])]
     return frame
 
 
 def risk_rows(items: Sequence[RiskRequest]) -> pd.DataFrame:
     """One row per order, timestamps as naive UTC."""
-    frame = pd.DataFrame([it.model_dump() for it in items])
-    for col in ("ordered_at", "account_created_at"):
-        frame[col] = pd.to_datetime(frame[col]).astype("datetime64[ns]")
-    return frame
+    return _columns(items, ("ordered_at", "account_created_at"))
 
 
 # ------------------------------------------------------------------ model call
