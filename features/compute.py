@@ -537,18 +537,19 @@ def compute_activity(orders: pd.DataFrame, key: str, prefix: str) -> pd.DataFram
     out[f"{prefix}_chargebacks_known"] = (np.searchsorted(rkey, rows, side="right")
                                           - np.searchsorted(rkey, first, side="left")).astype(float)
     out[f"{prefix}_mismatch_share"] = _safe_div(cum_mism[upto] - cum_mism[start_all], total)
-    # recent orders (last 24 h before the entity's last row), only on that last row (empty lists elsewhere)
-    import pyarrow as pa
-
+    # recent orders (last 24 h before the entity's last row) as "seconds:amount;...", only on that last row
     last = np.r_[row_code[1:] != row_code[:-1], True] if len(rows) else np.array([], dtype=bool)
     lo_all = np.maximum(np.searchsorted(okey, rows - 86400, side="right"), start_all)
     lengths = np.where(last, upto - lo_all, 0)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat = np.arange(offsets[-1]) - np.repeat(offsets[:-1] - lo_all, lengths)
-    for name, values in ((f"{prefix}_recent_ts", sec.astype("float64")), (f"{prefix}_recent_amounts", amounts)):
-        arr = pa.ListArray.from_arrays(pa.array(offsets, pa.int32() if offsets[-1] < 2**31 else pa.int64()),
-                                       pa.array(values[flat], pa.float64()))
-        out[name] = pd.Series(pd.arrays.ArrowExtensionArray(arr), index=out.index)
+    state = np.full(len(rows), "", dtype=object)
+    if len(flat):
+        tokens = pd.Series(sec[flat].astype(np.int64).astype(str)) + ":" + pd.Series(
+            np.char.mod("%.4f", amounts[flat]))
+        joined = tokens.groupby(np.repeat(np.arange(len(rows)), lengths)).agg(";".join)
+        state[joined.index.to_numpy()] = joined.to_numpy()
+    out[f"{prefix}_recent_orders"] = state
     return out
 
 

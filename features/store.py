@@ -230,7 +230,7 @@ def compute_defaults(cfg: FeaturesConfig, as_of: datetime | None = None) -> dict
 
     defaults: dict[str, Any] = {}
     for view in VIEW_KEYS:
-        fields = [(n, k) for n, k in view_feature_fields(view, cfg) if k != "array"]
+        fields = [(n, k) for n, k in view_feature_fields(view, cfg) if k != "state"]
         path = feature_data_dir() / f"{view}.parquet"
         recent = None
         if path.exists():
@@ -610,6 +610,19 @@ def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataF
     return OnlineResult(frame=frame, defaults_used=unknown.tolist(), defaulted=[names[row].tolist() for row in missing])
 
 
+def parse_recent_orders(text: str | None) -> list[tuple[int, float]]:
+    """The activity state string "epoch_seconds:amount;..." as (seconds, amount) pairs."""
+    if not text:
+        return []
+    pairs = (item.split(":") for item in text.split(";") if item)
+    return [(int(float(t)), float(a)) for t, a in pairs]
+
+
+def format_recent_orders(pairs: list[tuple[int, float]]) -> str:
+    """(seconds, amount) pairs as the activity state string (inverse of parse_recent_orders)."""
+    return ";".join(f"{int(t)}:{a:.4f}" for t, a in pairs)
+
+
 def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame | dict[str, Any] | list[dict[str, Any]]) -> int:
     """Update the buyer/device/IP activity rows in the online store with newly arrived orders (Feast push).
 
@@ -646,32 +659,28 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
         ids = list(dict.fromkeys(sub[key].astype(str)))
         current = store.get_online_features(features=[f"{view}:{n}" for n in names],
                                             entity_rows=[{key: i} for i in ids]).to_dict()
-        ts_col, amt_col = activity_state_fields(view)
+        (state_col,) = activity_state_fields(view)
         out_rows = []
         for i, entity in enumerate(ids):
             new = sub[sub[key].astype(str) == entity]
-            recent_ts = list(current[ts_col][i] or [])
-            recent_amt = list(current[amt_col][i] or [])
+            recent = parse_recent_orders(current[state_col][i])
             total = current[f"{prefix}_orders_total"][i] or 0.0
             mean = current[f"{prefix}_amount_mean"][i] or 0.0
             mism = current[f"{prefix}_mismatch_share"][i] or 0.0
-            now = float(new["_sec"].max())
-            recent_ts += new["_sec"].astype(float).tolist()
-            recent_amt += new["amount"].astype(float).tolist()
-            keep = [j for j, t in enumerate(recent_ts) if now - 86400 < t <= now]
-            recent_ts = [recent_ts[j] for j in keep]
-            recent_amt = [recent_amt[j] for j in keep]
+            now = int(new["_sec"].max())
+            recent += list(zip(new["_sec"].astype(int).tolist(), new["amount"].astype(float).tolist()))
+            recent = [(t, a) for t, a in recent if now - 86400 < t <= now]
             k = len(new)
             out_rows.append({
-                key: entity, "event_timestamp": pd.Timestamp(int(now), unit="s", tz="UTC"),
-                f"{prefix}_orders_1h": float(sum(1 for t in recent_ts if t > now - 3600)),
-                f"{prefix}_orders_24h": float(len(recent_ts)),
-                f"{prefix}_amount_24h": float(sum(recent_amt)),
+                key: entity, "event_timestamp": pd.Timestamp(now, unit="s", tz="UTC"),
+                f"{prefix}_orders_1h": float(sum(1 for t, _ in recent if t > now - 3600)),
+                f"{prefix}_orders_24h": float(len(recent)),
+                f"{prefix}_amount_24h": float(sum(a for _, a in recent)),
                 f"{prefix}_orders_total": float(total + k),
                 f"{prefix}_amount_mean": float((mean * total + new["amount"].astype(float).sum()) / (total + k)),
                 f"{prefix}_chargebacks_known": float(current[f"{prefix}_chargebacks_known"][i] or 0.0),
                 f"{prefix}_mismatch_share": float((mism * total + new["_mism"].sum()) / (total + k)),
-                ts_col: recent_ts, amt_col: recent_amt,
+                state_col: format_recent_orders(recent),
             })
         store.push(PUSH_VIEWS[view], pd.DataFrame(out_rows), to=PushMode.ONLINE)
         pushed += len(out_rows)

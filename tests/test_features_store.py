@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,9 @@ def mini_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["TRADECAST_HOME"] = str(home)
     try:
         compute_features(load_features_config(), tables=mini_tables())
-        apply_definitions(get_store())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # Feast: on-demand views are "experimental"
+            apply_definitions(get_store())
     finally:
         if old is None:
             os.environ.pop("TRADECAST_HOME", None)
@@ -354,3 +357,32 @@ def test_generated_tiny_data_end_to_end(tiny_home: Path, tmp_path: Path, monkeyp
     ent = frames["risk_v1"].iloc[-1]
     res = online_features("risk_v1", [ent.to_dict()], store=store)
     assert res.defaults_used == [False]
+
+
+def test_activity_state_string_round_trips(home: Path):
+    from features.store import format_recent_orders, parse_recent_orders
+
+    pairs = [(1709251200, 30.0), (1709254800, 12.5)]
+    assert parse_recent_orders(format_recent_orders(pairs)) == pairs
+    assert parse_recent_orders(None) == [] and parse_recent_orders("") == []
+    src = pd.read_parquet(home / "features" / "buyer_activity.parquet").query("buyer_id == 'B1'")
+    last = src.sort_values("event_timestamp").iloc[-1]
+    # B1's last row is P3 (day 50); P1 and P2 are more than 24 h before it
+    assert last["event_timestamp"] == pd.Timestamp(T0 + pd.Timedelta(days=50), tz="UTC")
+    assert parse_recent_orders(last["buyer_recent_orders"]) == [(int((T0 + pd.Timedelta(days=50)).timestamp()), 90.0)]
+
+
+def test_cli_apply_and_materialize(home: Path):
+    from typer.testing import CliRunner
+
+    from tradecast.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["features", "apply", "--no-compute"])
+    assert result.exit_code == 0, result.output
+    assert "applied" in result.output
+    result = runner.invoke(app, ["features", "materialize", "--end", "2024-04-15"])
+    assert result.exit_code == 0, result.output
+    assert "materialized 8 feature views up to 2024-04-15" in result.output
+    result = runner.invoke(app, ["features", "materialize", "--end", "not-a-date"])
+    assert result.exit_code == 2 and "--end" in result.output

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource, ValueType
 from feast.on_demand_feature_view import OnDemandFeatureView
-from feast.types import Array, Float64, String
+from feast.types import Float64, String
 
 if TYPE_CHECKING:
     from features.compute import FeaturesConfig
@@ -45,13 +45,14 @@ ACTIVITY_PREFIX = {"buyer_activity": "buyer", "device_activity": "device", "ip_a
 
 
 def activity_state_fields(view: str) -> list[str]:
-    """State columns of an activity view (recent order times and amounts) kept for velocity updates, not model features."""
-    prefix = ACTIVITY_PREFIX[view]
-    return [f"{prefix}_recent_ts", f"{prefix}_recent_amounts"]
+    """State column of an activity view, kept for exact velocity updates and not a model feature: the entity's
+    orders of the last 24 h before the row as "epoch_seconds:amount;..." (a plain string: Feast's file offline
+    store tokenises list columns element by element, which makes materialization crawl)."""
+    return [f"{ACTIVITY_PREFIX[view]}_recent_orders"]
 
 
 def view_feature_fields(view: str, cfg: "FeaturesConfig") -> list[tuple[str, str]]:
-    """(name, kind) of every feature column of a batch view; kind is float, str or array."""
+    """(name, kind) of every feature column of a batch view; kind is float, str or state (see activity_state_fields)."""
     f: list[tuple[str, str]] = []
     if view == "demand_series":
         for w in cfg.demand_windows_days:
@@ -95,7 +96,7 @@ def view_feature_fields(view: str, cfg: "FeaturesConfig") -> list[tuple[str, str
         f += [(f"{p}_orders_1h", "float"), (f"{p}_orders_24h", "float"), (f"{p}_amount_24h", "float"),
               (f"{p}_orders_total", "float"), (f"{p}_amount_mean", "float"), (f"{p}_chargebacks_known", "float"),
               (f"{p}_mismatch_share", "float")]
-        f += [(name, "array") for name in activity_state_fields(view)]
+        f += [(name, "state") for name in activity_state_fields(view)]
     else:
         raise KeyError(view)
     return f
@@ -136,7 +137,7 @@ SERVICES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def _dtype(kind: str):
-    return {"float": Float64, "str": String, "array": Array(Float64)}[kind]
+    return {"float": Float64, "str": String, "state": String}[kind]
 
 
 def service_batch_features(service: str, cfg: "FeaturesConfig") -> list[tuple[str, str]]:
