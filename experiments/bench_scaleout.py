@@ -1,0 +1,375 @@
+"""Scale-out numbers for the `shared` profile (needs scripts/services.sh start: Redis and PostgreSQL on loopback).
+
+    python experiments/bench_scaleout.py lookup [--scale small] [--lookups 1000]
+        online feature lookup p50/p99, Redis vs SQLite, same data: one entity and a batch of 100, through
+        features.store.online_features (what serving calls) and Feast's bare get_online_features
+    python experiments/bench_scaleout.py serve [--scale tiny] [--workers 1 2 4] [--duration 15] [--connections 16]
+        /score_risk throughput and latency with N BentoML workers sharing Redis and the PostgreSQL registry
+        (risk champion trained by the real pipeline; load from wrk)
+    python experiments/bench_scaleout.py train [--scale large] [--dask-workers 2]
+        demand model: training-set features + LightGBM fit in one process vs a Dask LocalCluster, and how close
+        the two models are on a later holdout
+    python experiments/bench_scaleout.py all
+
+Each part prints its numbers and appends them as one JSON line to $TRADECAST_HOME/reports/bench_scaleout.jsonl
+(or --out). Work happens in a scratch home under /tmp unless --home is given. The machine's other load affects
+every number: report them with the machine (cores, load) they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+TRADECAST = Path(sys.executable).with_name("tradecast")
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def percentiles_ms(samples: list[float]) -> dict[str, float]:
+    arr = np.asarray(samples) * 1000.0
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "mean_ms": float(arr.mean()), "n": int(len(arr))}
+
+
+def timed_calls(fn: Callable[[], Any], n: int, warmup: int = 20) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return percentiles_ms(samples)
+
+
+def services_env() -> dict[str, str]:
+    """REDIS_URL / TRADECAST_PG_DSN from the environment, else from scripts/services.sh env (servers must be up)."""
+    if os.environ.get("REDIS_URL") and os.environ.get("TRADECAST_PG_DSN"):
+        return {"REDIS_URL": os.environ["REDIS_URL"], "TRADECAST_PG_DSN": os.environ["TRADECAST_PG_DSN"]}
+    out = subprocess.run([str(ROOT / "scripts" / "services.sh"), "env"], capture_output=True, text=True, check=True)
+    env = dict(line.removeprefix("export ").replace("'", "").split("=", 1) for line in out.stdout.splitlines())
+    status = subprocess.run([str(ROOT / "scripts" / "services.sh"), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        sys.exit("Redis/PostgreSQL are not running: scripts/services.sh start")
+    return env
+
+
+def with_db(url: str, db: str | int, scheme: str | None = None) -> str:
+    from urllib.parse import urlparse, urlunparse
+
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(path=f"/{db}", scheme=scheme or parsed.scheme))
+
+
+def fresh_pg_database(dsn: str, name: str) -> str:
+    """Drop and create database `name`; returns the MLflow URI for it."""
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"drop database if exists {name} with (force)")
+        cur.execute(f"create database {name}")
+    conn.close()
+    return with_db(dsn, name, scheme="postgresql+psycopg2")
+
+
+def prepare_data(home: Path, scale: str, seed: int = 7) -> None:
+    """Generate canonical tables and compute the feature sources into `home` (skipped if already there)."""
+    os.environ["TRADECAST_HOME"] = str(home)
+    if (home / "features" / "demand_series.parquet").exists():
+        return
+    from features.generate import generate_to_store, load_data_config
+    from features.store import compute_features
+
+    t0 = time.perf_counter()
+    generate_to_store(load_data_config(None), scale=scale, seed=seed)
+    t1 = time.perf_counter()
+    compute_features()
+    say(f"  data ({scale}) generated in {t1 - t0:.0f}s, features computed in {time.perf_counter() - t1:.0f}s")
+
+
+# ----------------------------------------------------------------------------- lookup
+
+
+def _lookup_rows(home: Path) -> dict[str, list[dict[str, Any]]]:
+    orders = pd.read_parquet(home / "offline" / "orders.parquet").tail(2000)
+    rows = [{"merchant_id": r.merchant_id, "buyer_id": r.buyer_id, "device_id": r.device_id or "", "ip": r.ip or "",
+             "category": r.category or "unknown"} for r in orders.itertuples()]
+    sales = pd.read_parquet(home / "offline" / "daily_sales.parquet", columns=["sku_id", "market"]).drop_duplicates()
+    series = [{"series_id": f"{s}|{m}"} for s, m in zip(sales["sku_id"], sales["market"])]
+    return {"risk_v1": rows, "demand_v1": series}
+
+
+def bench_lookup(scale: str, lookups: int, base: Path, redis_url: str) -> dict[str, Any]:
+    from features import store as fs
+    from features.compute import load_features_config
+
+    src = base / f"lookup-{scale}"
+    prepare_data(src, scale)
+    results: dict[str, Any] = {"part": "lookup", "scale": scale, "lookups": lookups}
+    for kind in ("sqlite", "redis"):
+        home = base / f"lookup-{scale}-{kind}"  # one Feast registry per online store (intervals are per registry)
+        if home.exists():
+            shutil.rmtree(home)
+        shutil.copytree(src, home, ignore=shutil.ignore_patterns("feast"))
+        os.environ["TRADECAST_HOME"] = str(home)
+        cfg = load_features_config().model_copy(update={"online_store": kind, "redis_url": redis_url})
+        if kind == "redis":
+            import redis
+
+            redis.Redis.from_url(redis_url).flushdb()
+        store = fs.get_store(cfg)
+        fs.apply_definitions(store)
+        t0 = time.perf_counter()
+        fs.materialize(store)
+        results[f"{kind}_materialize_s"] = time.perf_counter() - t0
+        rows = _lookup_rows(home)
+        rng = np.random.default_rng(0)
+        for service in ("risk_v1", "demand_v1"):
+            pool = rows[service]
+            refs = [f"{v}:{f}" for v, f in __import__("features.feature_repo.definitions", fromlist=["x"])
+                    .service_batch_features(service, cfg)]
+            keys = fs.join_keys(service)
+
+            def one(pool=pool, service=service):
+                fs.online_features(service, [pool[rng.integers(len(pool))]], store=store)
+
+            def batch(pool=pool, service=service):
+                idx = rng.integers(len(pool), size=100)
+                fs.online_features(service, [pool[i] for i in idx], store=store)
+
+            def bare(pool=pool, refs=refs, keys=keys):
+                row = pool[rng.integers(len(pool))]
+                store.get_online_features(features=refs, entity_rows=[{k: str(row.get(k, "")) for k in keys}])
+
+            results[f"{kind}_{service}_one"] = timed_calls(one, lookups)
+            results[f"{kind}_{service}_batch100"] = timed_calls(batch, max(lookups // 10, 50))
+            results[f"{kind}_{service}_feast_bare_one"] = timed_calls(bare, lookups)
+            for k in ("one", "batch100", "feast_bare_one"):
+                r = results[f"{kind}_{service}_{k}"]
+                say(f"  {kind:6s} {service:9s} {k:15s} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  (n={r['n']})")
+    return results
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wrk(url: str, body: dict[str, Any], key: str, duration: int, connections: int, threads: int = 2) -> dict[str, float]:
+    """Run wrk (POST JSON with the bearer key); returns requests/s, latency percentiles and error counts."""
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        "done = function(summary, latency, requests)\n"
+        '  io.write(string.format("JSON {\\"rps\\": %f, \\"p50_ms\\": %f, \\"p99_ms\\": %f, \\"requests\\": %d, '
+        '\\"non2xx\\": %d, \\"errors\\": %d}\\n", summary.requests / (summary.duration / 1e6), '
+        "latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.requests, "
+        "summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + "
+        "summary.errors.timeout))\n"
+        "end\n")
+    out = subprocess.run(["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+                          "-s", str(script), url], capture_output=True, text=True, timeout=duration + 60)
+    line = [x for x in out.stdout.splitlines() if x.startswith("JSON ")]
+    if not line:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    return json.loads(line[-1][5:])
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, timeout_s: float = 240) -> None:
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tradecast serve exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"service not ready within {timeout_s}s")
+
+
+def shared_profile_env(home: Path, env: dict[str, str], redis_db: int, pg_database: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("TRADECAST_FEATURES__ONLINE_STORE", "MLFLOW_TRACKING_URI")}
+    out.update(TRADECAST_HOME=str(home), TRADECAST_PROFILE="shared", REDIS_URL=with_db(env["REDIS_URL"], redis_db),
+               MLFLOW_TRACKING_URI=fresh_pg_database(env["TRADECAST_PG_DSN"], pg_database),
+               TRADECAST_MLFLOW_ARTIFACT_ROOT=str(home / "shared-artifacts"))
+    return out
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: int = 3600) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run([str(TRADECAST), *args], env=env, cwd=env["TRADECAST_HOME"], capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"tradecast {' '.join(args)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+def bench_serve(scale: str, workers: list[int], duration: int, connections: int, base: Path,
+                env: dict[str, str]) -> dict[str, Any]:
+    import redis
+
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    home = base / f"serve-{scale}"
+    if scale == "tiny":  # enough orders that both fraud classes have labels for the risk pipeline
+        os.environ.setdefault("TRADECAST_DATA__SCALES__TINY__ORDERS", "20000")
+        os.environ.setdefault("TRADECAST_RISK__BACKTEST__FOLDS", "2")  # 240 days leave room for 2 folds only
+    prepare_data(home, scale)
+    penv = shared_profile_env(home, env, redis_db=7, pg_database="tradecast_bench")
+    redis.Redis.from_url(penv["REDIS_URL"]).flushdb()
+    if (home / "feast").exists():
+        shutil.rmtree(home / "feast")
+    results: dict[str, Any] = {"part": "serve", "scale": scale, "duration_s": duration, "connections": connections}
+    results["apply_materialize_s"] = run_cli(["features", "apply"], penv) + run_cli(["features", "materialize"], penv)
+    results["train_risk_s"] = run_cli(["train", "risk"], penv)
+    say(f"  risk champion trained into PostgreSQL MLflow in {results['train_risk_s']:.0f}s")
+    body = json.loads((ROOT / "serving" / "examples" / "score_risk.json").read_text())
+    key = "bench-" + os.urandom(8).hex()
+    for n in workers:
+        port = _free_port()
+        senv = dict(penv, TRADECAST_API_KEY=key, TRADECAST_SERVING__RELOAD_POLL_S="0",
+                    TRADECAST_SERVING__PREDICTION_LOG__FSYNC="false")
+        proc = subprocess.Popen([str(TRADECAST), "serve", "--port", str(port), "--workers", str(n)], env=senv,
+                                cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, proc)
+            _wrk(f"{url}/score_risk", body, key, 3, connections)  # warm every worker
+            single = _wrk(f"{url}/score_risk", body, key, max(duration // 2, 5), 1, threads=1)
+            loaded = _wrk(f"{url}/score_risk", body, key, duration, connections)
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        results[f"workers_{n}"] = {"c1": single, f"c{connections}": loaded}
+        say(f"  /score_risk workers={n}: 1 conn p50 {single['p50_ms']:.1f} ms p99 {single['p99_ms']:.1f} ms "
+            f"{single['rps']:.0f} req/s | {connections} conns {loaded['rps']:.0f} req/s p50 {loaded['p50_ms']:.1f} ms "
+            f"p99 {loaded['p99_ms']:.1f} ms (non-2xx {loaded['non2xx']}, errors {loaded['errors']})")
+    return results
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def bench_train(scale: str, dask_workers: int, base: Path) -> dict[str, Any]:
+    """Demand training set + fit in one process vs on a Dask LocalCluster of `dask_workers` processes."""
+    from features.generate import generate_tables, load_data_config
+    from training.config import load_family_config
+    from training.distributed import agreement, dask_client, demand_training_frame, fit_demand, within_tolerance
+
+    os.environ["TRADECAST_HOME"] = str(base / f"train-{scale}")
+    t0 = time.perf_counter()
+    tables = generate_tables(load_data_config(None), scale=scale, seed=7)
+    sales, skus = tables["daily_sales"], tables["skus"]
+    del tables
+    results: dict[str, Any] = {"part": "train", "scale": scale, "dask_workers": dask_workers,
+                               "daily_sales_rows": int(len(sales)), "generate_s": time.perf_counter() - t0}
+    say(f"  {scale}: {len(sales):,} daily_sales rows generated in {results['generate_s']:.0f}s")
+    cfg = load_family_config("demand")
+
+    t0 = time.perf_counter()
+    frame, numeric, categorical = demand_training_frame(sales, skus, cfg)
+    results["local_features_s"] = time.perf_counter() - t0
+    cut = frame["as_of"].quantile(0.85)
+    train, test = frame[frame["as_of"] < cut], frame[frame["as_of"] >= cut]
+    results["train_rows"], results["holdout_rows"] = int(len(train)), int(len(test))
+    t0 = time.perf_counter()
+    local = fit_demand(train, numeric, categorical, cfg)
+    results["local_fit_s"] = time.perf_counter() - t0
+    say(f"  one process: features+examples {results['local_features_s']:.0f}s, fit {results['local_fit_s']:.0f}s "
+        f"({len(train):,} rows x {len(numeric) + len(categorical)} features, 3 quantile models)")
+
+    t0 = time.perf_counter()
+    with dask_client(scheduler="", workers=dask_workers) as client:
+        results["dask_cluster_start_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dframe, _, _ = demand_training_frame(sales, skus, cfg, client=client)
+        results["dask_features_s"] = time.perf_counter() - t0
+        same = dframe.shape == frame.shape and dframe[numeric].equals(frame[numeric])
+        results["dask_features_identical"] = bool(same)
+        t0 = time.perf_counter()
+        dist = fit_demand(train, numeric, categorical, cfg, client=client)
+        results["dask_fit_s"] = time.perf_counter() - t0
+    say(f"  dask ({dask_workers} workers): cluster start {results['dask_cluster_start_s']:.0f}s, features+examples "
+        f"{results['dask_features_s']:.0f}s (identical: {same}), fit {results['dask_fit_s']:.0f}s")
+    agree = agreement(local, dist, test, test["units"])
+    results["agreement"] = agree
+    results["within_tolerance"] = within_tolerance(agree)
+    say("  holdout: accuracy one process {accuracy_local:.4f}, dask {accuracy_dask:.4f} (diff {accuracy_diff:+.4f}); "
+        "P50 correlation {p50_correlation:.4f}; coverage {coverage_local:.3f} vs {coverage_dask:.3f}".format(**agree))
+    return results
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["lookup", "serve", "train", "all"])
+    parser.add_argument("--scale", default=None, help="data scale (lookup: small, serve: tiny, train: large)")
+    parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--dask-workers", type=int, default=2)
+    parser.add_argument("--home", type=Path, default=None, help="scratch folder (default: a new one under /tmp)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON lines file to append results to")
+    args = parser.parse_args(argv)
+
+    base = args.home or Path(tempfile.mkdtemp(prefix="tradecast-bench-scaleout-"))
+    base.mkdir(parents=True, exist_ok=True)
+    say(f"scratch: {base}; cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f}")
+    out = args.out or base / "bench_scaleout.jsonl"
+    parts = ["lookup", "serve", "train"] if args.part == "all" else [args.part]
+    for part in parts:
+        say(f"== {part}")
+        if part == "lookup":
+            env = services_env()
+            res = bench_lookup(args.scale or "small", args.lookups, base, with_db(env["REDIS_URL"], 8))
+        elif part == "serve":
+            res = bench_serve(args.scale or "tiny", args.workers, args.duration, args.connections, base, services_env())
+        else:
+            res = bench_train(args.scale or "large", args.dask_workers, base)
+        res["load_average"] = os.getloadavg()[0]
+        res["cores"] = os.cpu_count()
+        with open(out, "a") as fh:
+            fh.write(json.dumps(res, default=float) + "\n")
+    say(f"results appended to {out}")
+
+
+if __name__ == "__main__":
+    main()
