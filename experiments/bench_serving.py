@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "serving" / "examples"
@@ -126,6 +127,51 @@ def run_wrk(wrk: str, url: str, body: str, key: str, vary: bool, connections: in
     return parse_wrk(out)
 
 
+def stage_breakdown(runtime_kind: str, repeats: int = 30) -> None:
+    """CPU ms per stage of one request, in this process: request rows, feature lookup, velocity push (risk),
+    model, prediction-log serialisation. Shows where the time of an endpoint goes beyond the HTTP layer."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from serving import predict as P
+    from serving.bundle import ENDPOINTS
+    from serving.loading import ServingConfig
+    from serving.prediction_log import batch_records
+    from serving.runtime import build_runtime
+    from serving.schemas import REQUEST_MODELS, load_example
+
+    cfg = ServingConfig(reload_poll_s=0, runtime_factory="serving_support:make_runtime" if runtime_kind == "tiny" else None)
+    runtime = build_runtime(cfg)
+    rows_of = {"demand": lambda m: P.demand_rows([m], P.default_start_date()), "delay": lambda m: P.delay_rows([m]),
+               "risk": lambda m: P.risk_rows([m])}
+
+    def cpu_ms(fn) -> float:
+        fn()
+        t = time.process_time()
+        for _ in range(repeats):
+            fn()
+        return (time.process_time() - t) / repeats * 1000
+
+    print(f"\nCPU ms per single request and stage, in-process, runtime={runtime_kind}, {repeats} repeats")
+    print(f"{'family':8} {'validate':>9} {'rows':>7} {'lookup':>8} {'push':>8} {'model':>8} {'log json':>9} {'total':>8}")
+    for family, model in runtime.models.items():
+        body = load_example(ENDPOINTS[family])
+        request = REQUEST_MODELS[family].model_validate(body)
+        rows = rows_of[family](request)
+        vectors = runtime.features.lookup(family, rows)
+        model_input = pd.concat([rows[[c for c in rows.columns if c not in vectors.frame.columns]].reset_index(drop=True),
+                                 vectors.frame.reset_index(drop=True)], axis=1)
+        result = P.PREDICTORS[family]([request], model, runtime.features, "bench")
+        t = {"validate": cpu_ms(lambda: REQUEST_MODELS[family].model_validate(body)),
+             "rows": cpu_ms(lambda: rows_of[family](request)),
+             "lookup": cpu_ms(lambda: runtime.features.lookup(family, rows)),
+             "push": cpu_ms(lambda: runtime.features.push_orders(rows)) if family == "risk" else 0.0,
+             "model": cpu_ms(lambda: model.predict(model_input)),
+             "log json": cpu_ms(lambda: batch_records(result.logged))}
+        print(f"{family:8} " + " ".join(f"{v:{9 if k in ('validate', 'log json') else 8}.2f}" for k, v in t.items())
+              + f" {sum(t.values()):8.2f}")
+    runtime.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtime", choices=["real", "tiny"], default="real",
@@ -134,7 +180,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10, help="wrk duration per run")
     ap.add_argument("--endpoints", default="score_risk,predict_delay,forecast_demand")
     ap.add_argument("--connections", default="1,16")
+    ap.add_argument("--breakdown", action="store_true", help="only print in-process CPU time per request stage")
     args = ap.parse_args()
+    if args.breakdown:
+        stage_breakdown(args.runtime)
+        return
 
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="bench_serving_"))
