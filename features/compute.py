@@ -28,7 +28,7 @@ from tradecast.config import ConfigModel, load_config
 Progress = Callable[[str], None]
 DAY = pd.Timedelta(days=1)
 DEFAULT_TTL_DAYS: dict[str, float] = {
-    "demand_series": 7, "delay_lane": 60, "delay_carrier": 60, "category_norms": 30, "risk_merchant": 30,
+    "demand_series": 7, "delay_lane": 3, "delay_carrier": 3, "category_norms": 3, "risk_merchant": 3,
     "buyer_activity": 365, "device_activity": 365, "ip_activity": 365,
 }
 

@@ -411,23 +411,74 @@ def training_frame(service_name: str, entity_df: pd.DataFrame, store: "feast.Fea
     return pd.concat([entity_df, frame], axis=1)
 
 
+def _chunk_store(store: "feast.FeatureStore", repo_path: Path) -> "feast.FeatureStore":
+    """A store with the same registry and config whose file sources resolve under `repo_path`."""
+    from feast import FeatureStore, RepoConfig
+
+    cfg = _cfg(store)
+    chunk = FeatureStore(repo_path=str(REPO_DIR), config=RepoConfig(**repo_config_dict(cfg), repo_path=repo_path))
+    chunk._tradecast_config = cfg  # type: ignore[attr-defined]
+    return chunk
+
+
 def _historical_view(store: "feast.FeatureStore", view: str, features: list[str], edf: pd.DataFrame) -> pd.DataFrame:
     """One view's point-in-time features for every row of `edf` (join keys + UTC event_timestamp).
 
-    Feast is asked once per view with the unique (key, timestamp) pairs and the answer is merged back: its
-    file offline store merges entity rows that share key and timestamp, and drops an entity row from the
-    whole answer when the entity has rows but none inside (event_timestamp - TTL, event_timestamp]. Per view,
-    a dropped pair simply has no value (null), which is the TTL semantics.
+    Feast's get_historical_features does the join, with two arrangements around its file (dask) offline store:
+    - it is asked with the unique (key, timestamp) pairs and the answer is merged back, because the store merges
+      entity rows sharing key and timestamp, and drops an entity row from the whole answer when the entity has
+      rows but none inside (event_timestamp - TTL, event_timestamp] (per view, that pair is simply null: TTL);
+    - the pairs go in time chunks, each against a slice of the source holding only the chunk's keys and rows
+      stamped in (chunk start - TTL, chunk end]: the store merges every entity row with every source row of its
+      entity before filtering, so on a full source a daily view costs (examples x days of history). Rows outside
+      the slice can never be joined (older than the TTL or later than the event), so the answer is the same.
     """
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tradecast.paths import ensure_dir, feast_dir, feature_data_dir
+
     key = JOIN_KEY_OF_VIEW[view]
-    pairs = edf[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
-    if len(pairs):
-        hist = store.get_historical_features(entity_df=pairs, features=[f"{view}:{f}" for f in features],
-                                             full_feature_names=False).to_df()
-        hist["event_timestamp"] = pd.to_datetime(hist["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
-        hist = hist[[key, "event_timestamp", *features]].drop_duplicates([key, "event_timestamp"], keep="last")
+    pairs = edf[[key, "event_timestamp"]].drop_duplicates().sort_values("event_timestamp").reset_index(drop=True)
+    empty = pd.DataFrame(columns=[key, "event_timestamp", *features])
+    path = feature_data_dir() / f"{view}.parquet"
+    if not len(pairs):
+        hist = empty
+    elif not path.exists():
+        raise TradecastError(f"feature source '{view}' is missing ({path}); run `tradecast features apply` first")
     else:
-        hist = pd.DataFrame(columns=[key, "event_timestamp", *features])
+        ttl = store.get_feature_view(view).ttl or pd.Timedelta(0).to_pytimedelta()
+        ttl_ns = int(pd.Timedelta(ttl).value)
+        span = max(pd.Timedelta(ttl), pd.Timedelta(days=28))
+        source = pq.read_table(path, columns=[key, "event_timestamp", *features])
+        src_ns = pc.cast(source["event_timestamp"], pa.timestamp("ns", "UTC")).cast(pa.int64())
+        ts = pairs["event_timestamp"]
+        chunk_id = ((ts - ts.iloc[0]) // span).to_numpy()
+        answers = []
+        with tempfile.TemporaryDirectory(prefix="pit-", dir=ensure_dir(feast_dir())) as tmp:
+            for cid in np.unique(chunk_id):
+                part = pairs[chunk_id == cid]
+                lo = part["event_timestamp"].iloc[0].value - ttl_ns if ttl_ns else np.iinfo(np.int64).min
+                hi = part["event_timestamp"].iloc[-1].value
+                mask = pc.and_(pc.and_(pc.greater_equal(src_ns, lo), pc.less_equal(src_ns, hi)),
+                               pc.is_in(source[key], value_set=pa.array(part[key].unique(), pa.string())))
+                sliced = source.filter(mask)
+                if sliced.num_rows == 0:
+                    continue
+                folder = Path(tmp) / f"chunk{int(cid)}"
+                folder.mkdir()
+                pq.write_table(sliced, folder / f"{view}.parquet")
+                hist = _chunk_store(store, folder).get_historical_features(
+                    entity_df=part.reset_index(drop=True), features=[f"{view}:{f}" for f in features],
+                    full_feature_names=False).to_df()
+                answers.append(hist[[key, "event_timestamp", *features]])
+        hist = pd.concat(answers, ignore_index=True) if answers else empty
+        hist["event_timestamp"] = pd.to_datetime(hist["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+        hist = hist.drop_duplicates([key, "event_timestamp"], keep="last")
+    hist = hist.astype({"event_timestamp": "datetime64[ns, UTC]"})
     merged = edf[[key, "event_timestamp"]].merge(hist, on=[key, "event_timestamp"], how="left", validate="many_to_one")
     return merged[features].reset_index(drop=True)
 
