@@ -340,26 +340,57 @@ def _fill_column(values: Sequence[Any] | np.ndarray, kind: str, default: Any) ->
     return arr, missing
 
 
+def _float_matrix(columns: list[Any], n: int) -> np.ndarray:
+    """Rows x columns float64 matrix from columns given as lists (None = missing) or arrays."""
+    if not columns:
+        return np.empty((n, 0))
+    try:
+        return np.array([np.asarray(c, dtype=np.float64) if isinstance(c, np.ndarray) else c for c in columns],
+                        dtype=np.float64).T.copy()
+    except (TypeError, ValueError):  # e.g. pandas NA or text in a numeric column
+        return np.column_stack([_fill_column(c, "float", None)[0] for c in columns])
+
+
 def _fill_and_derive(service_name: str, batch: dict[str, Any], kinds: dict[str, str], extra: dict[str, Any],
                      defaults: dict[str, Any] | None, names: list[str], n: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Fill missing batch features with defaults, then add the request-time features.
 
     batch: feature -> column values; extra: join keys and request columns. Returns (frame in `names` order,
-    boolean matrix rows x batch features of the values that were missing).
+    boolean matrix rows x batch features (in `batch` order) of the values that were missing).
+    Works on one float matrix: the online path calls this per request, so pandas overhead is kept to three
+    small frames (the on-demand input and output, the result).
     """
     from features.feature_repo.definitions import SERVICES
     from features.on_demand import ON_DEMAND_FUNCTIONS, ON_DEMAND_INPUTS
 
-    cols: dict[str, np.ndarray] = {}
-    missing = np.zeros((n, len(batch)), dtype=bool)
-    for j, (name, values) in enumerate(batch.items()):
-        cols[name], missing[:, j] = _fill_column(values, kinds[name], (defaults or {}).get(name))
+    defaults = defaults or {}
+    batch_names = list(batch)
+    float_names = [c for c in batch_names if kinds[c] != "str"]
+    str_names = [c for c in batch_names if kinds[c] == "str"]
+    floats = _float_matrix([batch[c] for c in float_names], n)
+    missing_f = np.isnan(floats)
+    fill = np.array([np.nan if defaults.get(c) is None else defaults[c] for c in float_names], dtype=np.float64)
+    floats = np.where(missing_f, fill, floats)
+    cols: dict[str, np.ndarray] = {c: floats[:, j] for j, c in enumerate(float_names)}
+    strings: dict[str, np.ndarray] = {}
+    missing_s: dict[str, np.ndarray] = {}
+    for c in str_names:
+        strings[c], missing_s[c] = _fill_column(batch[c], "str", defaults.get(c))
     for odfv in SERVICES[service_name][1]:
-        reads = [c for c in ON_DEMAND_INPUTS[odfv] if c in cols or c in extra]
-        inputs = pd.DataFrame({c: (cols[c] if c in cols else np.asarray(extra[c])) for c in reads}, index=pd.RangeIndex(n))
+        reads = [c for c in ON_DEMAND_INPUTS[odfv] if c in cols or c in extra or c in strings]
+        inputs = pd.DataFrame({c: cols[c] if c in cols else strings[c] if c in strings else np.asarray(extra[c])
+                               for c in reads}, index=pd.RangeIndex(n))
         out = ON_DEMAND_FUNCTIONS[odfv](inputs)
-        cols.update({c: out[c].to_numpy() for c in out.columns})
-    return pd.DataFrame(cols, index=pd.RangeIndex(n), columns=names), missing
+        cols.update({c: out[c].to_numpy(dtype=np.float64) for c in out.columns})
+    float_out = [c for c in names if c not in strings]
+    block = np.column_stack([cols[c] for c in float_out]) if float_out else np.empty((n, 0))
+    frame = pd.DataFrame(block, columns=float_out, index=pd.RangeIndex(n), copy=False)
+    for c in str_names:
+        frame.insert(names.index(c), c, strings[c])
+    missing = np.zeros((n, len(batch_names)), dtype=bool)
+    for j, c in enumerate(batch_names):
+        missing[:, j] = missing_s[c] if c in missing_s else missing_f[:, float_names.index(c)]
+    return frame, missing
 
 
 def _kinds(service_name: str, cfg: FeaturesConfig) -> dict[str, str]:
