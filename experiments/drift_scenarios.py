@@ -231,8 +231,10 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
 
     name = f"{scenario}:{family}"
     home = workdir / f"{scenario}_{family}"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
+    resume = args.resume and (home / "predictions" / family).exists()
+    if not resume:
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
     os.environ["TRADECAST_HOME"] = str(home)
     cfg = load_data_config(None)
     label_scenario = scenario
@@ -256,21 +258,32 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
     events = tables[table]
     etime = pd.to_datetime(events[time_col])
 
-    say(f"{name}: training the champion on data known at {t0.date()}")
-    write_store(tables_as_of(tables, t0))
-    first = train_family(family, say if args.verbose else None)
-    if not first.gate_promoted:
-        registry.promote(family, first.version, f"drift demo setup: {first.gate_reason}")
-        say(f"{name}: promoted v{first.version} by hand (gate said: {first.gate_reason})")
-    champion_v1 = registry.champion_version(family)
-    bundle_v1 = champion_bundle(family)
+    if resume:  # champion, prediction log and outcomes from an earlier run of this case; reset the store to t_now
+        say(f"{name}: resuming in {home}")
+        for version in registry.list_versions(family):
+            if version["version"] != "1":
+                raise SystemExit(f"{home} already holds a retrained model; run without --resume")
+        registry.promote(family, "1", "drift demo resume")
+        champion_v1 = registry.champion_version(family)
+        bundle_v1 = champion_bundle(family)
+        write_store(tables_as_of(tables, t_now))
+    else:
+        say(f"{name}: training the champion on data known at {t0.date()}")
+        write_store(tables_as_of(tables, t0))
+        first = train_family(family, say if args.verbose else None)
+        if not first.gate_promoted:
+            registry.promote(family, first.version, f"drift demo setup: {first.gate_reason}")
+            say(f"{name}: promoted v{first.version} by hand (gate said: {first.gate_reason})")
+        champion_v1 = registry.champion_version(family)
+        bundle_v1 = champion_bundle(family)
 
-    say(f"{name}: serving traffic {(t0 - pd.Timedelta(days=28)).date()} .. {t_now.date()} in-process")
-    write_store(tables_as_of(tables, t_now))
-    traffic = events[(etime >= t0 - pd.Timedelta(days=28)) & (etime < t_now)]
-    n = replay(family, traffic, bundle_v1)
-    ingest_outcomes(family, outcome_file(family, tables, t_now, home / f"{family}_outcomes.parquet"))
-    say(f"{name}: served {n} predictions, outcomes known at {t_now.date()} ingested")
+        say(f"{name}: serving traffic {(t0 - pd.Timedelta(days=28)).date()} .. {t_now.date()} in-process")
+        write_store(tables_as_of(tables, t_now))
+        traffic = events[(etime >= t0 - pd.Timedelta(days=28)) & (etime < t_now)]
+        n = replay(family, traffic, bundle_v1, batch_days=args.batch_days)
+        ingest_outcomes(family, outcome_file(family, tables, t_now, home / f"{family}_outcomes.parquet"))
+        say(f"{name}: served {n} predictions, outcomes known at {t_now.date()} ingested")
+    shutil.rmtree(home / "reports", ignore_errors=True)
 
     mcfg = load_monitoring_config()
     timeline = []
@@ -349,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--closed-windows-only", action="store_true", help="risk holdout: closed label windows only")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".tradecast" / "drift_scenarios")
     parser.add_argument("--full-training", action="store_true", help="use configs/<family>.yaml as they are")
+    parser.add_argument("--batch-days", type=int, default=3, help="replayed requests are batched per this many days")
+    parser.add_argument("--resume", action="store_true", help="reuse a case's champion, log and outcomes from an "
+                                                              "earlier run in --workdir (monitor, retrain, score)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)

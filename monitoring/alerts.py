@@ -60,11 +60,15 @@ class Alert:
         return out
 
 
-def alert_reasons(drift: DriftResult | None, performance: PerformanceCheck | None) -> list[AlertReason]:
+def alert_reasons(drift: DriftResult | None, performance: PerformanceCheck | None,
+                  segments: list[PerformanceCheck] | None = None) -> list[AlertReason]:
     """Every threshold breached, each with its severity (pure)."""
     reasons: list[AlertReason] = []
     if performance is not None and performance.breached:
         reasons.append(AlertReason("red", "performance", performance.reason))
+    for seg in segments or []:
+        if seg.breached:
+            reasons.append(AlertReason("red", "segment_performance", seg.reason))
     if drift is not None and drift.dataset_drift:
         top = ", ".join(c.column for c in drift.drifted_features()[:5])
         reasons.append(AlertReason("orange", "input_drift",

@@ -51,6 +51,13 @@ class PerformanceRule(ConfigModel):
     min_labels: int = Field(30, ge=1, description="labelled predictions needed before judging performance")
     min_positives: int = Field(0, ge=0, description="positive labels needed (classification only)")
     min_negatives: int = Field(0, ge=0, description="confirmed negative labels needed (classification only)")
+    segment_by: list[str] = Field(default_factory=list, description="also judge each segment of these columns "
+                                  "(e.g. in_mode, region) against the same segment served before (baseline: served)")
+    min_segment_labels: int = Field(20, ge=2, description="labelled predictions a segment needs in both periods")
+    segment_limit: float = Field(0.5, gt=0, description="a segment breaches when its error rises by more than this "
+                                                        "(relative) ...")
+    segment_alpha: float = Field(0.01, gt=0, lt=1, description="... and a one-sided Welch t-test on the absolute "
+                                                               "errors gives p below this (few rows are noisy)")
 
 
 class FamilyMonitorConfig(ConfigModel):

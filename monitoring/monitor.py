@@ -13,7 +13,8 @@ from monitoring.alerts import Alert, WebhookResult, alert_reasons, append_alert,
 from monitoring.config import MonitoringConfig, parse_window, severity_rank
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.outcomes import join_outcomes, load_outcomes
-from monitoring.performance import PerformanceCheck, compare_with_backtest, served_baseline, window_performance
+from monitoring.performance import (PerformanceCheck, compare_with_backtest, segment_checks, served_baseline,
+                                    window_performance)
 from monitoring.predlog import read_prediction_log
 from monitoring.reference import champion_info, describe, load_reference
 from monitoring.report import build_drift_snapshot, evidently_metrics, report_paths, write_html, write_json
@@ -81,15 +82,18 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     else:
         drift = compute_drift(reference.frame, current, fam)
 
-    performance = None
+    performance, segments = None, []
     if len(judged):
         outcomes = load_outcomes(family)
-        perf = window_performance(family, join_outcomes(judged, outcomes, family, as_of=until))
+        judged_joined = join_outcomes(judged, outcomes, family, as_of=until)
+        perf = window_performance(family, judged_joined)
         if served:  # the same metric on the period served just before, labels known as of the same moment
             earlier = log.frame.loc[(log.frame[time_column] >= base_start) & (log.frame[time_column] < perf_start)]
-            baseline = served_baseline(window_performance(family, join_outcomes(
-                earlier.reset_index(drop=True), outcomes, family, as_of=until)), fam.performance) \
+            earlier_joined = join_outcomes(earlier.reset_index(drop=True), outcomes, family, as_of=until)
+            baseline = served_baseline(window_performance(family, earlier_joined), fam.performance) \
                 if len(earlier) else None
+            if len(earlier):
+                segments = segment_checks(family, judged_joined, earlier_joined, fam.performance)
             if baseline is None and champion is not None:  # no earlier served period yet: the backtest
                 baseline = {**champion.metrics}
                 for name in fam.performance.backtest_metrics:
@@ -101,7 +105,7 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
             baseline = champion.metrics if champion else None
         performance = compare_with_backtest(perf, baseline, fam.performance)
 
-    alert = build_alert(family, alert_reasons(drift, performance), start, until)
+    alert = build_alert(family, alert_reasons(drift, performance, segments), start, until)
     html_path, json_path = report_paths(family, start, until)
     if alert is not None:
         alert = Alert(**{**alert.__dict__, "report_html": str(html_path), "summary_json": str(json_path)})
@@ -116,6 +120,7 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
         "drift": drift.to_dict() if drift else None,
         "drift_note": drift_note,
         "performance": performance.to_dict() if performance else None,
+        "segments": [c.to_dict() for c in segments],
         "alert": alert.record() if alert else None,
         "report": {"html": str(html_path), "json": str(json_path)},
         "model_versions": sorted(current["model_version"].dropna().astype(str).unique().tolist())

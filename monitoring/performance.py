@@ -192,3 +192,64 @@ def compare_with_backtest(perf: WindowPerformance, backtest: dict[str, float] | 
         words = f"{rule.metric} {window_value:.3f} vs {bt_name} {bt_value:.3f}: {change:+.1%} (limit +{rule.limit:.0%})"
     return PerformanceCheck(status="breach" if breached else "ok", window_value=window_value, backtest_value=bt_value,
                             backtest_metric=bt_name, change=change, reason=words, **base)
+
+
+def add_segment_columns(joined: pd.DataFrame) -> pd.DataFrame:
+    """Derived segment columns: `region` of the destination market (in_destination_market or in_market)."""
+    from features.schema import MARKET_REGION
+
+    out = joined
+    for col in ("in_destination_market", "in_market", "market"):
+        if col in joined.columns:
+            out = joined.assign(region=joined[col].map(MARKET_REGION))
+            break
+    return out
+
+
+def absolute_errors(family: str, joined: pd.DataFrame) -> np.ndarray:
+    """Per labelled prediction, the absolute error of the point forecast (delay: P50 transit days)."""
+    if family == "delay":
+        y, f = _numeric(joined, "y_transit_days"), _numeric(joined, "out_transit_days_p50")
+    elif family == "demand":
+        y, f = _numeric(joined, "y_units"), _numeric(joined, "out_p50")
+    else:
+        raise ValueError(f"segment checks judge point-forecast errors; '{family}' has none")
+    err = np.abs(y - f)
+    return err[~np.isnan(err)]
+
+
+def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule) -> list[PerformanceCheck]:
+    """Each segment's mean absolute error on the judged period against the same segment served before.
+
+    A shift confined to a few lanes (sea freight to Europe is ~2% of shipments) moves the overall MAE by less
+    than its limit; per segment it stands out. A segment breaches when its error rises by more than
+    `segment_limit` and a one-sided Welch t-test on the absolute errors gives p < `segment_alpha` (segments are
+    small and noisy). Segments with fewer than `min_segment_labels` labelled predictions in either period are
+    not judged.
+    """
+    from scipy import stats
+
+    cols = list(rule.segment_by)
+    judged, earlier = add_segment_columns(judged), add_segment_columns(earlier)
+    if not cols or any(c not in judged.columns or c not in earlier.columns for c in cols):
+        return []
+    checks = []
+    before = {key: part for key, part in earlier.groupby(cols, dropna=True, observed=True)}
+    for key, part in judged.groupby(cols, dropna=True, observed=True):
+        if key not in before:
+            continue
+        now, base = absolute_errors(family, part), absolute_errors(family, before[key])
+        if len(now) < rule.min_segment_labels or len(base) < rule.min_segment_labels or base.mean() <= 0:
+            continue
+        change = (now.mean() - base.mean()) / base.mean()
+        p_value = float(stats.ttest_ind(now, base, equal_var=False, alternative="greater").pvalue)
+        breached = bool(change > rule.segment_limit and p_value < rule.segment_alpha)
+        name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        checks.append(PerformanceCheck(
+            metric=f"mae[{name}]", status="breach" if breached else "ok", window_value=float(now.mean()),
+            backtest_value=float(base.mean()), backtest_metric=f"served:mae[{name}]", rule="relative_increase",
+            limit=rule.segment_limit, change=float(change), n_labelled=len(now), label_coverage=1.0,
+            reason=f"segment {name}: MAE {now.mean():.2f} vs {base.mean():.2f} served before ({change:+.0%}, "
+                   f"p={p_value:.2g}, n={len(now)}/{len(base)}; limit +{rule.segment_limit:.0%}, "
+                   f"alpha {rule.segment_alpha})"))
+    return checks

@@ -172,3 +172,25 @@ def test_reads_records_written_by_the_serving_logger(tmp_home):
     assert frame["out_transit_days_p50"].tolist() == [33.0, 8.0]
     assert frame["model_version"].tolist() == ["4", "4"]
     assert frame["event_time"].tolist() == list(pd.to_datetime(["2026-11-20T08:00", "2026-11-20T09:30"]))
+
+
+def test_segment_breach_found_only_where_the_shift_is():
+    from monitoring.performance import segment_checks
+
+    rng = np.random.default_rng(0)
+    rule = load_monitoring_config().family("delay").performance
+
+    def period(n_sea_eu: int, extra: float) -> pd.DataFrame:
+        modes = ["air"] * 400 + ["sea"] * n_sea_eu + ["sea"] * 100
+        markets = ["US"] * 400 + ["DE"] * n_sea_eu + ["MY"] * 100
+        p50 = rng.uniform(5, 40, len(modes))
+        err = rng.normal(0, 2.0, len(modes))
+        err[400:400 + n_sea_eu] += extra
+        return pd.DataFrame({"in_mode": modes, "in_destination_market": markets, "out_transit_days_p50": p50,
+                             "y_transit_days": p50 + err})
+
+    before, calm, hit = period(25, 0.0), period(25, 0.0), period(25, 10.0)
+    assert not any(c.breached for c in segment_checks("delay", calm, before, rule))
+    checks = {c.metric: c for c in segment_checks("delay", hit, before, rule)}
+    assert checks["mae[sea/europe]"].breached
+    assert not checks["mae[air/north_america]"].breached and not checks["mae[sea/sea]"].breached
