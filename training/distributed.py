@@ -175,12 +175,19 @@ def demand_series_dask(daily_sales: pd.DataFrame, skus: pd.DataFrame, cfg: Any |
     sku_codes = pd.factorize(daily_sales["sku_id"].astype(str), sort=True)[0]
     n_parts = max(1, min(partitions or 4 * (n_workers(client) if client is not None else 2), int(sku_codes.max()) + 1))
     # whole SKUs per partition: partition p holds SKU codes with code % n == p (balanced, no series split)
-    ordered = daily_sales.assign(_part=sku_codes % n_parts).set_index("_part").sort_index(kind="mergesort")
-    ddf = dd.from_pandas(ordered, npartitions=n_parts, sort=True)  # equal index values never straddle partitions
+    part_of = sku_codes % n_parts
+    if client is not None:
+        # parts go to the workers directly (scatter), not through the task graph
+        ddf = dd.from_delayed(client.scatter([daily_sales[part_of == p] for p in range(n_parts)]),
+                              meta=daily_sales.iloc[:0], verify_meta=False)
+        skus_arg = client.scatter(skus, broadcast=True)
+    else:
+        ordered = daily_sales.assign(_part=part_of).set_index("_part").sort_index(kind="mergesort")
+        ddf = dd.from_pandas(ordered, npartitions=n_parts, sort=True)  # equal index values never straddle parts
+        skus_arg = dask.delayed(skus)
     meta = _empty_demand_frame(skus, cfg, frequency)
-    skus_delayed = dask.delayed(skus)
     result = ddf.map_partitions(lambda part, s: _series_partition(part.reset_index(drop=True), s, cfg, frequency,
-                                                                  first, last), skus_delayed, meta=meta)
+                                                                  first, last), skus_arg, meta=meta)
     out = client.compute(result).result() if client is not None else result.compute(scheduler="processes")
     return out.sort_values(["event_timestamp", "series_id"], kind="mergesort").reset_index(drop=True)
 
@@ -268,9 +275,13 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         # rows are shuffled before partitioning so each worker sees every period and series (time-ordered
         # partitions would give each worker a different era and skew its bin boundaries)
         order = np.random.default_rng(0).permutation(len(Xm))
-        dX = dd.from_pandas(Xm.iloc[order].reset_index(drop=True), npartitions=n_parts, sort=False)
-        dy = dd.from_pandas(pd.Series(target[order], name="target"), npartitions=n_parts, sort=False)
-        dX, dy = client.persist([dX, dy])
+        # scatter the row parts to the workers (not embedded in the task graph, which would copy them through
+        # the scheduler); on a real cluster the frame would rather come from Feast's join already distributed
+        parts = np.array_split(order, n_parts)
+        x_parts = client.scatter([Xm.iloc[idx].reset_index(drop=True) for idx in parts])
+        y_parts = client.scatter([pd.Series(target[idx], name="target") for idx in parts])
+        dX = dd.from_delayed(x_parts, meta=Xm.iloc[:0], verify_meta=False)
+        dy = dd.from_delayed(y_parts, meta=pd.Series([], dtype="float64", name="target"), verify_meta=False)
         params = dict(self.params or lgbm_params(None))
         params.pop("n_jobs", None)  # lightgbm.dask uses each worker's thread count
         method = params.pop("monotone_constraints_method", "advanced")  # as LGBMQuantileRegressor.fit does
