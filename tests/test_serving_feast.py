@@ -64,3 +64,29 @@ def test_lookup_every_family_and_push(feast_home, tiny_tables):
     after = source.lookup("risk", rows)
     assert before.frame["ip_orders_1h"].iloc[0] == 0 and after.frame["ip_orders_1h"].iloc[0] == 1
     assert after.frame["buyer_orders_24h"].iloc[0] == 1
+
+
+def test_direct_push_writes_what_feast_push_writes(feast_home, tiny_tables):
+    from features.store import push_order_velocity
+    from serving.loading import FeastFeatureSource
+    from serving.predict import risk_rows
+    from serving.schemas import RiskRequest
+
+    source = FeastFeatureSource()
+    merchant = tiny_tables["orders"].iloc[-1]["merchant_id"]
+
+    def order(tag: str, minute: int) -> RiskRequest:
+        return RiskRequest(order_id=f"{tag}-{minute}", ordered_at=f"2025-12-31T20:{minute:02d}:00", buyer_id=f"B-{tag}",
+                           merchant_id=merchant, market="DE", amount=10.0 + minute, ip=f"ip-{tag}",
+                           device_id=f"d-{tag}", ip_country="DE", card_country="FR", shipping_country="DE")
+
+    for minute in (1, 5, 9):
+        push_order_velocity(source.store, risk_rows([order("feast", minute)]))  # Feast's own push()
+        source.push_orders(risk_rows([order("direct", minute)]))                # serving's direct push
+    feast_row = source.lookup("risk", risk_rows([order("feast", 10)])).frame.iloc[0]
+    direct_row = source.lookup("risk", risk_rows([order("direct", 10)])).frame.iloc[0]
+    velocity = [c for c in feast_row.index if c.startswith(("buyer_", "device_", "ip_"))
+                and isinstance(feast_row[c], (int, float))]
+    assert len(velocity) >= 9 and feast_row["buyer_orders_1h"] == 3
+    pd.testing.assert_series_equal(direct_row[velocity].astype(float), feast_row[velocity].astype(float),
+                                   check_names=False)
