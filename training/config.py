@@ -84,6 +84,7 @@ class DemandConfig(ConfigModel):
     challenger: TorchConfig = TorchConfig()
     backtest: BacktestConfig = BacktestConfig()
     gate: GateConfig = GateConfig()
+    feature_join: Literal["asof", "feast"] = "asof"  # training-set join: pandas merge_asof or Feast itself
     seed: int = 42
 
 
@@ -96,6 +97,7 @@ class DelayConfig(ConfigModel):
     lightgbm: LightGBMConfig = LightGBMConfig()
     backtest: BacktestConfig = BacktestConfig()
     gate: GateConfig = GateConfig()
+    feature_join: Literal["asof", "feast"] = "asof"  # training-set join: pandas merge_asof or Feast itself
     seed: int = 42
 
 
@@ -122,6 +124,7 @@ class RiskConfig(ConfigModel):
                                     description="embedding MLP for P(fraud), backtested beside LightGBM")
     backtest: BacktestConfig = BacktestConfig()
     gate: GateConfig = GateConfig()
+    feature_join: Literal["asof", "feast"] = "asof"  # training-set join: pandas merge_asof or Feast itself
     seed: int = 42
 
 

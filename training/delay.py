@@ -30,10 +30,23 @@ REQUEST_NUMERIC = ["weight_kg", "declared_value", "promised_days", "customs_leve
                    "created_dayofyear", "created_dow"]
 REQUEST_COLUMNS = ["lane", "mode", "carrier", "origin_warehouse", "destination_market", "category", "weight_kg",
                    "declared_value", "hs_code", "promised_days", "customs_channel", "created_at"]
-# never lower the predicted transit: slower lanes, customs inspection, congestion
-MONOTONE_TRANSIT = {"customs_level": 1, "lane_transit_median_7d": 1, "lane_transit_median_28d": 1,
-                    "lane_transit_p90_28d": 1}
-MONOTONE_LATE = {**MONOTONE_TRANSIT, "promised_days": -1}
+# never lower the predicted transit: a customs inspection, a slower lane (its recent transit level, every window)
+MONOTONE_PREFIXES = {"lane_transit_median_": 1, "lane_transit_p90_": 1}
+MONOTONE_FIXED = {"customs_level": 1, "promised_minus_lane_median": -1, "promised_vs_lane_p90": -1}
+
+
+# promise-vs-lane differences: for P(late) a looser promise means less risk (-1); the transit model leaves them
+# out, because the promise also tells how slow the carrier is, which would fight the lane constraint
+PROMISE_VS_LANE = ("promised_minus_lane_median", "promised_vs_lane_p90")
+
+
+def monotone_constraints(numeric: list[str], late: bool) -> dict[str, int]:
+    """+1/-1 constraints of the transit model (late=False) or the late classifier (late=True)."""
+    out = {c: v for c, v in MONOTONE_FIXED.items() if c in numeric}
+    out.update({c: v for c in numeric for p, v in MONOTONE_PREFIXES.items() if c.startswith(p)})
+    if late and "promised_days" in numeric:
+        out["promised_days"] = -1
+    return out
 
 
 def prepare_features(frame: pd.DataFrame) -> pd.DataFrame:
@@ -41,24 +54,24 @@ def prepare_features(frame: pd.DataFrame) -> pd.DataFrame:
     from features.on_demand import ON_DEMAND_OUTPUTS, delay_request_features
 
     out = frame.copy()
-    if "customs_level" not in out:
-        if "customs_channel" in out:
-            level = out["customs_channel"].astype("object").map(CUSTOMS_ORDER)
-            unknown = out["customs_channel"].notna() & level.isna()
-            if unknown.any():
-                bad = sorted(set(out.loc[unknown, "customs_channel"].astype(str)))[:3]
-                raise TradecastError(f"customs_channel: unknown value(s) {bad}; allowed: {list(CUSTOMS_ORDER)}")
-            out["customs_level"] = level.astype("float64")
-        else:
-            out["customs_level"] = np.nan
-    if "created_at" in out:
-        created = pd.to_datetime(out["created_at"])
-        if getattr(created.dt, "tz", None) is not None:
-            created = created.dt.tz_convert("UTC").dt.tz_localize(None)
-        for name, values in (("created_month", created.dt.month), ("created_dayofyear", created.dt.dayofyear),
-                             ("created_dow", created.dt.dayofweek)):
-            if name not in out:
-                out[name] = values.astype("float64")
+    # derived inputs are always recomputed from the request fields, never trusted from the caller
+    if "customs_channel" in out:
+        level = out["customs_channel"].astype("object").map(CUSTOMS_ORDER)
+        unknown = out["customs_channel"].notna() & level.isna()
+        if unknown.any():
+            bad = sorted(set(out.loc[unknown, "customs_channel"].astype(str)))[:3]
+            raise TradecastError(f"customs_channel: unknown value(s) {bad}; allowed: {list(CUSTOMS_ORDER)}")
+        out["customs_level"] = level.astype("float64")
+    else:
+        out["customs_level"] = np.nan
+    if "created_at" not in out:
+        raise TradecastError("delay model input is missing column 'created_at'")
+    created = pd.to_datetime(out["created_at"])
+    if getattr(created.dt, "tz", None) is not None:
+        created = created.dt.tz_convert("UTC").dt.tz_localize(None)
+    for name, values in (("created_month", created.dt.month), ("created_dayofyear", created.dt.dayofyear),
+                         ("created_dow", created.dt.dayofweek)):
+        out[name] = values.astype("float64").to_numpy()
     missing = [c for c in ON_DEMAND_OUTPUTS["delay_request"] if c not in out]
     if missing:
         extra = delay_request_features(out)
@@ -101,7 +114,9 @@ class DelayFamily:
         if len(entity) > self.config.max_training_rows:  # keep the most recent shipments
             entity = entity.iloc[-self.config.max_training_rows:].reset_index(drop=True)
         progress(f"{len(entity):,} delivered shipments; joining point-in-time lane and carrier features")
-        frame = store.training_frame(SERVICE, entity)
+        from training.pointintime import training_frame
+
+        frame = training_frame(SERVICE, entity, self.config.feature_join)
         frame = prepare_features(frame)
         frame["late"] = frame["late"].astype("boolean").fillna(False).astype(int)
         frame["transit_days"] = frame["transit_days"].astype("float64")
@@ -116,27 +131,29 @@ class DelayFamily:
         meta = {"first_day": str(created.min().date()), "last_day": str(delivered.max().date()),
                 "late_rate": round(float(frame["late"].mean()), 4)}
         return TrainingSet(frame=frame, event_time=created, label_time=delivered, numeric=numeric,
-                           categorical=categorical, request_columns=REQUEST_COLUMNS, meta=meta)
+                           categorical=categorical, request_columns=REQUEST_COLUMNS,
+                           store_features=store.feature_names(SERVICE), meta=meta)
 
     def folds(self, ts: TrainingSet) -> list[Fold]:
         bt = self.config.backtest
         # the last cutoff leaves room for the slowest (sea) shipments of the last test window to be delivered
-        lead = pd.Timedelta(days=float(np.quantile(ts.frame["transit_days"], 0.95)))
-        cutoffs = rolling_cutoffs(ts.label_time.max(), bt.folds, pd.Timedelta(days=bt.step_days),
-                                  pd.Timedelta(days=bt.test_days), lead=lead)
+        lead = pd.Timedelta(days=float(np.ceil(np.quantile(ts.frame["transit_days"], 0.95))))
+        cutoffs = rolling_cutoffs(ts.event_time.max() + pd.Timedelta(days=1), bt.folds,
+                                  pd.Timedelta(days=bt.step_days), pd.Timedelta(days=bt.test_days), lead=lead)
         return rolling_origin_folds(ts.event_time, ts.label_time, cutoffs, pd.Timedelta(days=bt.test_days))
 
     def _estimators(self, ts: TrainingSet) -> dict[str, Any]:
         from training.estimators import LGBMCalibratedClassifier, LGBMQuantileRegressor, lgbm_params
 
         params = lgbm_params(self.config.lightgbm)
+        transit_numeric = [c for c in ts.numeric if c not in PROMISE_VS_LANE]
         return {
-            "transit": LGBMQuantileRegressor(numeric=ts.numeric, categorical=ts.categorical, quantiles=(0.5, 0.9),
+            "transit": LGBMQuantileRegressor(numeric=transit_numeric, categorical=ts.categorical, quantiles=(0.5, 0.9),
                                              params=params, log_target=True,
-                                             monotone={k: v for k, v in MONOTONE_TRANSIT.items() if k in ts.numeric}),
+                                             monotone=monotone_constraints(transit_numeric, late=False)),
             "late": LGBMCalibratedClassifier(numeric=ts.numeric, categorical=ts.categorical, params=params,
                                              calibration_share=self.config.calibration_share,
-                                             monotone={k: v for k, v in MONOTONE_LATE.items() if k in ts.numeric}),
+                                             monotone=monotone_constraints(ts.numeric, late=True)),
         }
 
     def _fit(self, estimators: dict[str, Any], train: pd.DataFrame) -> dict[str, Any]:
@@ -198,6 +215,23 @@ class DelayFamily:
         if self.config.gate.require_beats_baseline:
             checks["beats_lane_median"] = m.get("mae", np.inf) < base.get("mae", -np.inf)
         return checks
+
+    def behaviour(self, model: TradecastModel, ts: TrainingSet) -> dict[str, bool]:
+        """A customs inspection or a slower lane never lowers the predicted transit or P(late)."""
+        from features.on_demand import ON_DEMAND_OUTPUTS
+        from training.pipeline import behaviour_rows
+
+        x = behaviour_rows(ts)
+        fast = model.predict_frame(x.assign(customs_channel="fast_lane"))
+        inspected = model.predict_frame(x.assign(customs_channel="inspection"))
+        base = model.predict_frame(x)
+        slower = {c: x[c] * 1.5 for c in x.columns if c.startswith(tuple(MONOTONE_PREFIXES))}
+        longer = model.predict_frame(x.assign(**slower).drop(columns=ON_DEMAND_OUTPUTS["delay_request"],
+                                                             errors="ignore"))
+        return {"inspection_never_lowers_delay": bool((inspected["p50_days"] >= fast["p50_days"] - 1e-9).all()
+                                                      and (inspected["p_late"] >= fast["p_late"] - 1e-12).all()),
+                "slower_lane_never_lowers_delay": bool((longer["p50_days"] >= base["p50_days"] - 1e-9).all()
+                                                       and (longer["p_late"] >= base["p_late"] - 1e-12).all())}
 
     def fit_final(self, ts: TrainingSet, candidate: str) -> TradecastModel:
         return self._model(self._fit(self._estimators(ts), ts.frame), ts, candidate)

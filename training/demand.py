@@ -42,19 +42,19 @@ def prepare_features(frame: pd.DataFrame, frequency: str = "D") -> pd.DataFrame:
     from features.on_demand import ON_DEMAND_OUTPUTS, calendar_columns, demand_request_features
 
     out = frame.copy()
-    if "target_date" in out:
-        target = pd.to_datetime(out["target_date"])
-        if getattr(target.dt, "tz", None) is not None:
-            target = target.dt.tz_convert("UTC").dt.tz_localize(None)
-        cal = calendar_columns(target)
-        for c in cal.columns:
-            if c not in out:
-                out[c] = cal[c]
-        if "horizon" not in out and "as_of" in out:
-            as_of = pd.to_datetime(out["as_of"])
-            if getattr(as_of.dt, "tz", None) is not None:
-                as_of = as_of.dt.tz_convert("UTC").dt.tz_localize(None)
-            out["horizon"] = ((target - as_of) / period_delta(frequency)).round() + 1
+    for c in ("target_date", "as_of"):
+        if c not in out:
+            raise TradecastError(f"demand model input is missing column '{c}'")
+    target = pd.to_datetime(out["target_date"])
+    if getattr(target.dt, "tz", None) is not None:
+        target = target.dt.tz_convert("UTC").dt.tz_localize(None)
+    cal = calendar_columns(target)
+    for c in cal.columns:  # always derived from the dates, never trusted from the caller
+        out[c] = cal[c].to_numpy()
+    as_of = pd.to_datetime(out["as_of"])
+    if getattr(as_of.dt, "tz", None) is not None:
+        as_of = as_of.dt.tz_convert("UTC").dt.tz_localize(None)
+    out["horizon"] = (((target - as_of) / period_delta(frequency)).round() + 1).astype("float64")
     if "is_promotion" not in out and "promotion_event" in out:
         out["is_promotion"] = (out["promotion_event"].notna() & (out["promotion_event"].astype(str) != "")).astype(float)
     for c in ("discount", "live_sessions", "is_promotion"):
@@ -106,15 +106,18 @@ class DemandFamily:
         self.history = sales[["sku_id", "market", "date", "units"]].copy()
         examples = sample_examples(sales, self.config, self.frequency)
         progress(f"sampled {len(examples):,} (series, origin, horizon) examples; joining point-in-time features")
-        frame = join_features(examples)
+        frame = join_features(examples, self.config.feature_join)
         frame = prepare_features(frame, self.frequency)
         numeric, categorical = feature_columns(frame)
         period = period_delta(self.frequency)
         meta = {"frequency": self.frequency, "series": int(examples[["sku_id", "market"]].drop_duplicates().shape[0]),
                 "first_day": str(sales["date"].min().date()), "last_day": str(sales["date"].max().date()),
                 "max_horizon": self.max_horizon}
+        from features import store
+
         return TrainingSet(frame=frame, event_time=frame["as_of"], label_time=frame["target_date"] + period,
-                           numeric=numeric, categorical=categorical, request_columns=REQUEST_COLUMNS, meta=meta)
+                           numeric=numeric, categorical=categorical, request_columns=REQUEST_COLUMNS,
+                           store_features=store.feature_names(SERVICE), meta=meta)
 
     @property
     def max_horizon(self) -> int:
@@ -212,6 +215,17 @@ class DemandFamily:
             checks["beats_seasonal_naive"] = m.get("accuracy", -np.inf) > base.get("accuracy", np.inf)
         return checks
 
+    def behaviour(self, model: TradecastModel, ts: TrainingSet) -> dict[str, bool]:
+        """Planned promotions and live streams never lower the P50 forecast (checked on sampled rows)."""
+        from training.pipeline import behaviour_rows
+
+        x = behaviour_rows(ts)
+        base = model.predict_frame(x.assign(is_promotion=0.0, live_sessions=0.0))["p50"]
+        promo = model.predict_frame(x.assign(is_promotion=1.0, live_sessions=0.0))["p50"]
+        live = model.predict_frame(x.assign(is_promotion=0.0, live_sessions=2.0))["p50"]
+        return {"promotion_never_lowers_p50": bool((promo >= base - 1e-6).all()),
+                "live_stream_never_lowers_p50": bool((live >= base - 1e-6).all())}
+
     # ---------------------------------------------------------------- final model
     def fit_final(self, ts: TrainingSet, candidate: str) -> TradecastModel:
         est = (self._torch(ts) if candidate == "pytorch" else self._lightgbm(ts)).fit(ts.frame, ts.frame["units"])
@@ -273,16 +287,16 @@ def sample_examples(sales: pd.DataFrame, cfg: DemandConfig, frequency: str) -> p
     return ex.drop(columns=[c for c in ("stock_out", "promotion_event") if c in ex])
 
 
-def join_features(examples: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time join of the demand_v1 features at each example's as_of (features.store.training_frame)."""
-    from features import store
+def join_features(examples: pd.DataFrame, join: str = "asof") -> pd.DataFrame:
+    """Point-in-time join of the demand_v1 features at each example's as_of (training.pointintime)."""
+    from training.pointintime import training_frame
 
     entity = examples.copy()
     entity["series_id"] = entity["sku_id"].astype(str) + "|" + entity["market"].astype(str)
     entity["event_timestamp"] = pd.to_datetime(entity["as_of"]).dt.tz_localize("UTC")
     entity["target_dow"] = pd.to_datetime(entity["target_date"]).dt.dayofweek.astype("float64")
     entity["example_id"] = np.arange(len(entity))
-    joined = store.training_frame(SERVICE, entity)
+    joined = training_frame(SERVICE, entity, join)
     joined = joined.sort_values("example_id").reset_index(drop=True)
     if len(joined) != len(entity):
         raise TradecastError(f"feature store returned {len(joined)} rows for {len(entity)} demand examples")

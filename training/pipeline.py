@@ -38,16 +38,14 @@ class TrainingSet:
     numeric: list[str]
     categorical: list[str]
     request_columns: list[str]
+    store_features: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_columns(self) -> list[str]:
-        """Columns the packaged model needs at prediction time."""
-        seen: list[str] = []
-        for c in self.request_columns + self.numeric + self.categorical:
-            if c not in seen:
-                seen.append(c)
-        return seen
+        """Columns the packaged model takes: the request fields and the feature service's features (online
+        lookup). Derived inputs (calendar, horizon, customs level, ...) are computed from them by the model."""
+        return list(dict.fromkeys(c for c in self.request_columns + self.store_features if c in self.frame.columns))
 
 
 class Family(Protocol):
@@ -66,6 +64,7 @@ class Family(Protocol):
     def sanity(self, table: pd.DataFrame, candidate: str) -> dict[str, bool]: ...
     def figures(self, ts: TrainingSet, predictions: pd.DataFrame, model: Any, candidate: str) -> dict[str, Any]: ...
     def breakdown(self, ts: TrainingSet, predictions: pd.DataFrame) -> pd.DataFrame: ...
+    def behaviour(self, model: Any, ts: TrainingSet) -> dict[str, bool]: ...
 
 
 @dataclass
@@ -85,6 +84,7 @@ class TrainResult:
     timings: dict[str, float]
     window: str
     rows: int
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # process CPU time per stage (all threads)
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -118,6 +118,16 @@ def overall(table: pd.DataFrame, candidate: str) -> dict[str, float]:
             if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)}
 
 
+def _ranked(table: pd.DataFrame, candidates: tuple[str, ...], metric: str, higher: bool) -> list[str]:
+    """Model candidates ordered best first by their overall primary metric (non-finite last)."""
+    def key(name: str) -> float:
+        value = overall(table, name).get(metric)
+        if value is None or not math.isfinite(value):
+            return math.inf
+        return -value if higher else value
+    return sorted(candidates, key=key)
+
+
 def select_candidate(table: pd.DataFrame, candidates: tuple[str, ...], metric: str, higher: bool) -> str:
     """The model candidate with the best overall primary metric (ties go to the first listed)."""
     best, best_value = candidates[0], None
@@ -139,12 +149,15 @@ def train(family: Family, config: Any, progress: Progress | None = None) -> Trai
     say = progress or (lambda msg: None)
     metric, higher = registry.PRIMARY_METRIC[family.name]
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    c0 = time.process_time()
 
     t0 = time.perf_counter()
     say("building the point-in-time training set")
     ts = family.build_training_set(say)
     fingerprint = data_fingerprint(ts.frame)
     timings["training_set"] = time.perf_counter() - t0
+    cpu["training_set"], c0 = time.process_time() - c0, time.process_time()
     say(f"training set: {len(ts.frame):,} rows, {len(ts.numeric) + len(ts.categorical)} features "
         f"({timings['training_set']:.1f}s)")
 
@@ -156,21 +169,33 @@ def train(family: Family, config: Any, progress: Progress | None = None) -> Trai
     selected = select_candidate(table, family.model_candidates, metric, higher)
     breakdown = family.breakdown(ts, predictions)
     timings["backtest"] = time.perf_counter() - t0
+    cpu["backtest"], c0 = time.process_time() - c0, time.process_time()
     say(f"backtest on {len(folds)} folds ({window}) took {timings['backtest']:.1f}s; selected {selected}")
 
     t0 = time.perf_counter()
-    model = family.fit_final(ts, selected)
+    # best model candidate first; one that breaks a behaviour check (e.g. a promotion lowering the forecast)
+    # gives way to the next best, so an unconstrained challenger cannot become champion by accuracy alone
+    ranked = [selected] + [c for c in _ranked(table, family.model_candidates, metric, higher) if c != selected]
+    for i, selected in enumerate(ranked):
+        model = family.fit_final(ts, selected)
+        behaviour = family.behaviour(model, ts)
+        failed = [k for k, ok in behaviour.items() if not ok]
+        if not failed or i == len(ranked) - 1:
+            break
+        say(f"{selected} fails behaviour check(s) {', '.join(failed)}; trying {ranked[i + 1]}")
     timings["fit"] = time.perf_counter() - t0
+    cpu["fit"], c0 = time.process_time() - c0, time.process_time()
     say(f"final {selected} fit on {len(ts.frame):,} rows ({timings['fit']:.1f}s)")
 
     t0 = time.perf_counter()
     champion_before = registry.champion_version(family.name)
     champion_metrics, champion_note = _champion_on_window(family, ts, folds, window, fingerprint, champion_before, say)
     timings["champion_backtest"] = time.perf_counter() - t0
+    cpu["champion_backtest"], c0 = time.process_time() - c0, time.process_time()
 
     t0 = time.perf_counter()
     candidate_metrics = overall(table, selected)
-    sanity = family.sanity(table, selected)
+    sanity = {**family.sanity(table, selected), **behaviour}
     gate = registry.gate_decision(family.name, candidate_metrics, champion_metrics, config.gate.margin, sanity, window)
     reason = gate.reason + (f" ({champion_note})" if champion_note else "")
     registry.ensure_experiment(family.name)
@@ -185,6 +210,7 @@ def train(family: Family, config: Any, progress: Progress | None = None) -> Trai
         _log_metrics(table)
         mlflow.log_metrics({k: v for k, v in candidate_metrics.items() if math.isfinite(v)})
         mlflow.log_metrics({f"seconds.{k}": v for k, v in {**timings, **{f"backtest.{c}": s for c, s in candidate_seconds.items()}}.items()})
+        mlflow.log_metrics({f"cpu_seconds.{k}": v for k, v in cpu.items()})
         mlflow.log_text(table.to_csv(index=False), "backtest/metrics_by_fold.csv")
         if not breakdown.empty:
             mlflow.log_text(breakdown.to_csv(index=False), "backtest/metrics_breakdown.csv")
@@ -203,10 +229,11 @@ def train(family: Family, config: Any, progress: Progress | None = None) -> Trai
             registry.mark_challenger(family.name, version, reason)
         mlflow.set_tag("registered_version", version)
     timings["logging"] = time.perf_counter() - t0
+    cpu["logging"] = time.process_time() - c0
     say(f"logged run {run.info.run_id} and registered version {version} ({timings['logging']:.1f}s)")
     say(("promoted to champion: " if gate.promote else "kept as challenger: ") + reason)
     return TrainResult(family.name, run.info.run_id, version, selected, table, breakdown, gate.promote, reason,
-                       champion_before, registry.champion_version(family.name), timings, window, len(ts.frame))
+                       champion_before, registry.champion_version(family.name), timings, window, len(ts.frame), cpu)
 
 
 def _champion_on_window(family: Family, ts: TrainingSet, folds: list[Fold], window: str, fingerprint: str,
@@ -303,6 +330,14 @@ def format_table(table: pd.DataFrame, columns: list[str], candidates: list[str] 
     for name, row in rows.iterrows():
         lines.append(" ".join([f"{name:<{width}}"] + [f"{float(row[c]):>14.4f}" for c in cols]))
     return "\n".join(lines)
+
+
+def behaviour_rows(ts: TrainingSet, n: int = 500, seed: int = 0) -> pd.DataFrame:
+    """A seeded sample of training rows (the model's input columns) for behaviour checks."""
+    frame = ts.frame
+    if len(frame) > n:
+        frame = frame.sample(n, random_state=seed)
+    return frame[ts.input_columns].reset_index(drop=True)
 
 
 def make_family(name: str, config: Any) -> Family:

@@ -81,14 +81,14 @@ def prepare_features(frame: pd.DataFrame) -> pd.DataFrame:
     from features.on_demand import ON_DEMAND_OUTPUTS, risk_request_features
 
     out = frame.copy()
-    if "ordered_at" in out:
-        ordered = pd.to_datetime(out["ordered_at"])
-        if getattr(ordered.dt, "tz", None) is not None:
-            ordered = ordered.dt.tz_convert("UTC").dt.tz_localize(None)
-        if "order_hour" not in out:
-            out["order_hour"] = ordered.dt.hour.astype("float64")
-        if "account_age_days" not in out and "account_created_at" in out:
-            out["account_age_days"] = ((ordered - pd.to_datetime(out["account_created_at"])) / pd.Timedelta(days=1))
+    if "ordered_at" not in out:
+        raise TradecastError("risk model input is missing column 'ordered_at'")
+    ordered = pd.to_datetime(out["ordered_at"])
+    if getattr(ordered.dt, "tz", None) is not None:
+        ordered = ordered.dt.tz_convert("UTC").dt.tz_localize(None)
+    out["order_hour"] = ordered.dt.hour.astype("float64").to_numpy()  # derived, never trusted from the caller
+    if "account_age_days" not in out and "account_created_at" in out:
+        out["account_age_days"] = ((ordered - pd.to_datetime(out["account_created_at"])) / pd.Timedelta(days=1))
     if "order_category" not in out and "category" in out:
         out["order_category"] = out["category"]
     missing = [c for c in ON_DEMAND_OUTPUTS["risk_request"] if c not in out]
@@ -169,7 +169,7 @@ class RiskFamily:
         if entity.empty:
             raise TradecastError(f"orders: no order has a closed {FRAUD_LABEL_WINDOW_DAYS}-day label window yet")
         progress(f"{len(entity):,} orders with closed label windows; joining point-in-time risk features")
-        frame = join_features(entity)
+        frame = join_features(entity, self.config.feature_join)
         names = [n for n in store.feature_names(SERVICE) if n in frame.columns]
         categorical = [c for c in CATEGORICAL if c in frame.columns]
         numeric = [n for n in names if n not in categorical and pd.api.types.is_numeric_dtype(frame[n])]
@@ -179,8 +179,8 @@ class RiskFamily:
                 "fraud_rate": round(float(frame["is_fraud_label"].mean()), 5),
                 "compliance_rate": round(float(frame["is_compliance_label"].mean()), 5)}
         return TrainingSet(frame=frame, event_time=ordered, label_time=ordered + window, numeric=numeric,
-                           categorical=categorical, request_columns=[c for c in REQUEST_COLUMNS if c in frame.columns],
-                           meta=meta)
+                           categorical=categorical, request_columns=REQUEST_COLUMNS,
+                           store_features=store.feature_names(SERVICE), meta=meta)
 
     def folds(self, ts: TrainingSet) -> list[Fold]:
         bt = self.config.backtest
@@ -298,6 +298,17 @@ class RiskFamily:
             checks["beats_rules"] = m.get("fraud_recall_at_fa", -np.inf) > base.get("fraud_recall_at_fa", np.inf)
         return checks
 
+    def behaviour(self, model: TradecastModel, ts: TrainingSet) -> dict[str, bool]:
+        """A burst of orders from one IP address or device never lowers P(fraud)."""
+        from training.pipeline import behaviour_rows
+
+        x = behaviour_rows(ts)
+        base = model.predict_frame(x)["p_fraud"]
+        burst = {c: x[c] + 10 for c in ("ip_orders_1h", "ip_orders_24h", "device_orders_1h", "device_orders_24h")
+                 if c in x}
+        more = model.predict_frame(x.assign(**burst))["p_fraud"]
+        return {"order_burst_never_lowers_fraud_risk": bool((more >= base - 1e-12).all())}
+
     def fit_final(self, ts: TrainingSet, candidate: str) -> TradecastModel:
         return self._model(self._fit(self._estimators(ts, candidate), ts.frame), ts, candidate)
 
@@ -314,16 +325,16 @@ class RiskFamily:
         return figs
 
 
-def join_features(entity: pd.DataFrame) -> pd.DataFrame:
+def join_features(entity: pd.DataFrame, join: str = "asof") -> pd.DataFrame:
     """Point-in-time join of the risk_v1 features at each order's time (features.store.training_frame).
 
     `account_age_days` is both a request field and an on-demand output of risk_v1, so it travels beside the
     join and the request-time features are recomputed from it (the same pure function serving uses)."""
-    from features import store
     from features.on_demand import risk_request_features
+    from training.pointintime import training_frame
 
     age = entity["account_age_days"] if "account_age_days" in entity else None
-    frame = store.training_frame(SERVICE, entity.drop(columns=["account_age_days"], errors="ignore"))
+    frame = training_frame(SERVICE, entity.drop(columns=["account_age_days"], errors="ignore"), join)
     if age is not None:
         derived = risk_request_features(frame.drop(columns=["account_age_days"], errors="ignore")
                                         .assign(account_age_days=age.to_numpy()))
