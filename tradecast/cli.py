@@ -114,20 +114,18 @@ def data_ingest(
 
 @app.command("demo")
 def demo(
-    scale: str = typer.Option("small", help="Data scale for the demo."),
-    seed: int = typer.Option(42, help="Random seed."),
+    scale: str = typer.Option("small", help="Data scale for the demo (tiny, small, medium, large)."),
+    seed: int = typer.Option(42, help="Random seed of the generated data."),
+    fresh: bool = typer.Option(False, "--fresh/--reuse",
+                               help="--fresh wipes what the demo owns in $TRADECAST_HOME and starts over; --reuse "
+                                    "(default) keeps the data and first models when their fingerprint matches."),
+    port: Optional[int] = typer.Option(None, help="Port for the demo's service (default: a free one)."),
 ) -> None:
-    """Run the main job on the embedded defaults: generate data and print what it holds."""
-    from features.generate import generate_to_store, load_data_config, summary_lines
+    """Run the main job end to end: data with a Red Sea shift -> features -> train 3 families -> serve ->
+    traffic -> outcomes -> monitor (drift) -> gated retrain -> new version served."""
+    from tradecast.demo import run_with_display
 
-    def _run():
-        cfg = load_data_config(None)
-        tables = generate_to_store(cfg, scale=scale, seed=seed, scenario=None, start=None, days=None,
-                                   show_progress=True)
-        for line in summary_lines(tables):
-            typer.echo(line)
-
-    run_guarded(_run)
+    run_guarded(run_with_display, scale=scale, seed=seed, fresh=fresh, port=port)
 
 
 from monitoring.cli import monitor_command, outcomes_app, retrain_command  # noqa: E402
