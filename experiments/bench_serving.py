@@ -48,6 +48,7 @@ request = function()
   local body = template:gsub("O%-EXAMPLE%-0001", "O-BENCH-" .. n)
   body = body:gsub('"ip": "[^"]*"', '"ip": "10.77.' .. math.floor(k / 250) .. '.' .. (k % 250) .. '"')
   body = body:gsub('"device_id": "[^"]*"', '"device_id": "DBENCH' .. k .. '"')
+  body = body:gsub('"buyer_id": "[^"]*"', '"buyer_id": "BBENCH' .. k .. '"')
   return wrk.format(nil, nil, nil, body)
 end
 """
