@@ -1013,8 +1013,8 @@ def _orders_window(world: World, buyers: Buyers, window: int, d0: int, d1: int, 
     buyer = np.minimum(b_lo + (u_buyer * eligible).astype(np.int64), b_hi - 1)
     device = buyer * 2 + (buyers.second_device[buyer] & (u_dev < 0.3))
     bc = buyers.country[buyer]
-    ip_country = np.where(u_ipc < 0.03, other_ip, bc)
-    card_country = np.where(u_card < 0.04, other_card, bc)
+    ip_country = np.where(u_ipc < 0.05, other_ip, bc)  # travel, VPNs
+    card_country = np.where(u_card < 0.06, other_card, bc)  # cross-border cards
     ip_b = np.where(u_ip < 0.7, buyers.ip_b[buyer], (buyers.ip_b[buyer] + 1) % 256)
     normal = dict(
         t=t, series=series, market=o_market, buyer=buyer, acct=buyers.created[buyer], device=device,
@@ -1022,11 +1022,40 @@ def _orders_window(world: World, buyers: Buyers, window: int, d0: int, d1: int, 
         qty=qty, amount=qty * sku_price[series] * amt_noise, pay_u=u_pay,
         fraud=u_bg < rk.background_fraud_share, kind=np.zeros(n_normal, np.int8),
     )
+    # New sign-ups: a few legit orders come minutes to days after the account (and its device) was created.
+    signup = rng.random(n_normal) < 0.04
+    fresh = n_buyers + window * 10_000_000 + 500_000 + np.arange(n_normal)
+    normal["buyer"] = np.where(signup, fresh, normal["buyer"])
+    normal["device"] = np.where(signup, n_buyers * 2 + window * 10_000_000 + 500_000 + np.arange(n_normal), normal["device"])
+    normal["acct"] = np.where(signup, t - rng.integers(120, 3 * 86400, n_normal), normal["acct"])
     normal = {k: v[keep] for k, v in normal.items()}
     n_kept = int(keep.sum())
-    parts = [normal]
-    next_buyer = n_buyers + window * 1_000_000  # fresh fraud accounts: their own id range per window
-    next_device = n_buyers * 2 + window * 1_000_000
+    # Legit shopping sessions: some buyers place a second order from the same device minutes later, so
+    # velocity alone does not separate fraud.
+    u_follow = rng.random(n_kept)
+    lead = np.flatnonzero(u_follow < 0.08)
+    nf = len(lead)
+    f_t = np.minimum(normal["t"][lead] + rng.integers(300, 3000, nf), start_s + d1 * 86400 - 1)
+    f_series = np.empty(nf, dtype=np.int64)
+    u_fs = rng.random(nf)
+    same_market = np.argsort(world.s_market, kind="stable")
+    m_first = np.searchsorted(world.s_market[same_market], np.arange(len(MARKETS)), side="left")
+    m_count = np.bincount(world.s_market, minlength=len(MARKETS))
+    f_market = normal["market"][lead]
+    f_series = same_market[np.minimum(m_first[f_market] + (u_fs * m_count[f_market]).astype(np.int64),
+                                      len(same_market) - 1)]
+    f_ok = f_t >= launch_s[f_series]
+    f_qty = 1 + rng.poisson(0.3, nf)
+    follow = dict(
+        t=f_t, series=f_series, market=f_market, buyer=normal["buyer"][lead], acct=normal["acct"][lead],
+        device=normal["device"][lead], ip_country=normal["ip_country"][lead], card_country=normal["card_country"][lead],
+        ip_b=normal["ip_b"][lead], ip_c=normal["ip_c"][lead], ip_d=normal["ip_d"][lead], qty=f_qty,
+        amount=f_qty * sku_price[f_series] * rng.uniform(0.95, 1.08, nf), pay_u=normal["pay_u"][lead],
+        fraud=np.zeros(nf, bool), kind=np.full(nf, 5, np.int8),
+    )
+    parts = [normal, {k: v[f_ok] for k, v in follow.items()}]
+    next_buyer = n_buyers + window * 10_000_000  # fresh fraud accounts: their own id range per window
+    next_device = n_buyers * 2 + window * 10_000_000
     w_start, w_end = start_s + d0 * 86400, start_s + d1 * 86400
 
     def any_series(size: int, tilt_value: bool) -> np.ndarray:
@@ -1046,12 +1075,14 @@ def _orders_window(world: World, buyers: Buyers, window: int, d0: int, d1: int, 
     b_series = any_series(nb, True)
     bt = b_t0[b_id] + rng.integers(0, 3600, nb)
     b_market = world.s_market[b_series]
-    b_ipc = np.where(rng.random(nb) < 0.55, rng.integers(0, len(MARKETS), n_burst)[b_id], b_market)
-    b_card = np.where(rng.random(nb) < 0.7, rng.integers(0, len(MARKETS), nb), b_market)
+    b_ipc = np.where(rng.random(nb) < 0.45, rng.integers(0, len(MARKETS), n_burst)[b_id], b_market)
+    b_card = np.where(rng.random(nb) < 0.55, rng.integers(0, len(MARKETS), nb), b_market)
     b_qty = 1 + rng.poisson(0.8, nb)
     parts.append(dict(
         t=bt, series=b_series, market=b_market, buyer=next_buyer + np.arange(nb),
-        acct=bt - rng.integers(600, 3 * 86400, nb), device=next_device + b_id, ip_country=b_ipc,
+        acct=np.where(rng.random(n_burst)[b_id] < 0.3, bt - rng.integers(200, 2000, n_burst)[b_id] * 86400,
+                      bt - rng.integers(600, 3 * 86400, nb)),  # 30%: taken-over aged accounts
+        device=next_device + b_id, ip_country=b_ipc,
         card_country=b_card, ip_b=rng.integers(0, 256, n_burst)[b_id], ip_c=rng.integers(0, 256, n_burst)[b_id],
         ip_d=rng.integers(1, 255, n_burst)[b_id], qty=b_qty, amount=b_qty * sku_price[b_series] * rng.uniform(1.0, 1.3, nb),
         pay_u=np.full(nb, -1.0), fraud=np.ones(nb, bool), kind=np.full(nb, 1, np.int8),
@@ -1159,7 +1190,7 @@ def _finish_orders(world: World, c: dict[str, np.ndarray], window: int) -> pd.Da
     hs = np.where(mis, MISDECLARED_HS[np.minimum((u_mis_code * k).astype(int), k - 1)],
                   world.skus["hs_code"].to_numpy(object)[sku])
     # A customs finding: misdeclaration and control-list goods get held; poor-grade merchants more often.
-    p_comp = 1 - (1 - 0.003) * (1 - 0.45 * undervalued) * (1 - 0.5 * mis) * (1 - 0.10 * dg_kw) * (1 - 0.015 * poor)
+    p_comp = 1 - (1 - 0.003) * (1 - 0.4 * undervalued) * (1 - 0.45 * mis) * (1 - 0.06 * dg_kw) * (1 - 0.01 * poor)
     compliance = u_comp < p_comp
     t = c["t"].astype("datetime64[s]")
     fraud = c["fraud"]

@@ -282,7 +282,7 @@ def test_fraud_is_rare_with_late_labels_and_signals(tiny_tables):
     o = o.sort_values(["device_id", "ordered_at"])
     gap = o.groupby("device_id")["ordered_at"].diff().dt.total_seconds()
     burst = gap < 3600
-    assert burst[o["is_fraud"]].mean() > 5 * max(burst[~o["is_fraud"]].mean(), 1e-3)
+    assert burst[o["is_fraud"]].mean() > 3 * max(burst[~o["is_fraud"]].mean(), 1e-3)
 
 
 def test_compliance_issues_follow_declarations(tiny_tables):
