@@ -4,12 +4,18 @@ Nothing here is a home-made cluster: work runs on an existing Dask cluster (`DAS
 tcp://scheduler:8786, set directly or by the `shared` profile) or, when none is given, on a `LocalCluster` of
 `TRADECAST_DASK_WORKERS` processes (default 2) on this machine.
 
+- `training_cluster()`: wraps a training pipeline (training.pipeline.train_family). When `dask_enabled()`
+  ($TRADECAST_DASK, or $DASK_SCHEDULER set) it opens a client that is also dask's default scheduler, so Feast's
+  file offline store (built on dask.dataframe) runs the point-in-time training-set joins on the cluster, and
+  `active_client()` makes the demand family train its LightGBM through lightgbm.dask.
 - `demand_series_dask`: the demand feature view (features.compute.compute_demand_series, the very same
   function) computed over partitions of whole series with dask.dataframe, so no process holds the full
   periods x series matrix. Rows are identical to the single-process computation.
 - `DaskLGBMQuantileRegressor`: training.estimators.LGBMQuantileRegressor trained through `lightgbm.dask`
   (data-parallel LightGBM across the workers). `.to_local()` returns a plain LGBMQuantileRegressor, so the
   packaged model, MLflow logging and serving need no Dask.
+- `demand_training_frame(...)`: demand examples with point-in-time features without the Feast file join (for
+  data beyond it), features computed on Dask when a client is given.
 - `fit_demand(frame, numeric, categorical, config, client=None)`: the demand pipeline's estimator (same
   params, quantiles, monotone constraints, log target as training/demand.py), local or on Dask.
 - `agreement(...)`: how close a Dask-trained model is to the single-process one on the same rows.
