@@ -56,6 +56,8 @@ class PerformanceRule(ConfigModel):
     min_segment_labels: int = Field(20, ge=2, description="labelled predictions a segment needs in both periods")
     segment_limit: float = Field(0.5, gt=0, description="a segment breaches when its error rises by more than this "
                                                         "(relative) ...")
+    segment_min_change: float = Field(0.5, ge=0, description="... and it rises by at least this much in the metric's "
+                                                              "units (0.5 transit days): tiny errors double easily")
     segment_alpha: float = Field(0.01, gt=0, lt=1, description="... and a one-sided Welch t-test on the absolute "
                                                                "errors gives p below this (few rows are noisy)")
 

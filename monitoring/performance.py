@@ -243,13 +243,14 @@ def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rul
             continue
         change = (now.mean() - base.mean()) / base.mean()
         p_value = float(stats.ttest_ind(now, base, equal_var=False, alternative="greater").pvalue)
-        breached = bool(change > rule.segment_limit and p_value < rule.segment_alpha)
+        breached = bool(change > rule.segment_limit and p_value < rule.segment_alpha
+                        and now.mean() - base.mean() >= rule.segment_min_change)
         name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         checks.append(PerformanceCheck(
             metric=f"mae[{name}]", status="breach" if breached else "ok", window_value=float(now.mean()),
             backtest_value=float(base.mean()), backtest_metric=f"served:mae[{name}]", rule="relative_increase",
             limit=rule.segment_limit, change=float(change), n_labelled=len(now), label_coverage=1.0,
             reason=f"segment {name}: MAE {now.mean():.2f} vs {base.mean():.2f} served before ({change:+.0%}, "
-                   f"p={p_value:.2g}, n={len(now)}/{len(base)}; limit +{rule.segment_limit:.0%}, "
-                   f"alpha {rule.segment_alpha})"))
+                   f"p={p_value:.2g}, n={len(now)}/{len(base)}; limit +{rule.segment_limit:.0%} and "
+                   f"+{rule.segment_min_change:g}, alpha {rule.segment_alpha})"))
     return checks
