@@ -84,3 +84,26 @@ def test_gate_refuses_worse_and_requires_margin():
     assert not registry.gate_decision("demand", {"accuracy": 0.9}, None, 0.01, {"beats_baseline": False}, "w").promote
     assert not registry.gate_decision("demand", {"accuracy": float("nan")}, None, 0.01, ok, "w").promote
     assert registry.gate_decision("demand", {"accuracy": 0.5}, None, 0.01, ok, "w").promote
+
+
+def test_models_cli_list_and_promote(tmp_home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tradecast.cli import app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    v1 = _register(1.0, 0.70)
+    registry.promote("demand", v1, "first")
+    v2 = _register(2.0, 0.80)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0 and "champion    v1" in listed.output and "accuracy=0.7000" in listed.output
+    refused = runner.invoke(app, ["models", "promote", "demand", v2], input="n\n")
+    assert refused.exit_code == 1 and "replaces: v1" in refused.output
+    assert registry.champion_version("demand") == v1
+    done = runner.invoke(app, ["models", "promote", "demand", v2, "--yes"])
+    assert done.exit_code == 0 and registry.champion_version("demand") == v2
+    missing = runner.invoke(app, ["models", "promote", "demand", "42", "--yes"])
+    assert missing.exit_code == 2 and "no version 42" in missing.output
+    bad = runner.invoke(app, ["train", "weather"])
+    assert bad.exit_code == 2 and "choose one of" in bad.output

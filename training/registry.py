@@ -100,15 +100,24 @@ def challenger_version(family: str) -> str | None:
     return str(mv.version) if mv else None
 
 
+def _model_version(family: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    name = registered_name(family)
+    try:
+        return setup_mlflow().get_model_version(name, str(version))
+    except MlflowException:
+        raise TradecastError(f"{name} has no version {version} (see `tradecast models list`)") from None
+
+
 def version_metrics(family: str, version: str) -> dict[str, float]:
     """The backtest metrics recorded on a model version (tags 'metric.<name>')."""
-    mv = setup_mlflow().get_model_version(registered_name(family), str(version))
-    return _metrics_from_tags(mv.tags)
+    return _metrics_from_tags(_model_version(family, version).tags)
 
 
 def version_tags(family: str, version: str) -> dict[str, str]:
     """All tags of a model version (backtest window, data fingerprint, run id, gate reason, ...)."""
-    return dict(setup_mlflow().get_model_version(registered_name(family), str(version)).tags)
+    return dict(_model_version(family, version).tags)
 
 
 def _metrics_from_tags(tags: dict[str, str]) -> dict[str, float]:
@@ -214,10 +223,7 @@ def promote(family: str, version: str, reason: str) -> str | None:
 
     client = setup_mlflow()
     name = registered_name(family)
-    try:
-        client.get_model_version(name, str(version))
-    except Exception:
-        raise TradecastError(f"{name} has no version {version}") from None
+    _model_version(family, version)
     previous = _version_by_alias(client, name, CHAMPION)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     client.set_registered_model_alias(name, CHAMPION, str(version))
