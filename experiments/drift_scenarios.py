@@ -354,8 +354,10 @@ def print_case(res: CaseResult) -> None:
         return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
     print(f"{metric}: pre-event (old champion) {fmt(res.pre_event)} | after the event: old champion "
           f"{fmt(res.old_post)} -> after retrain {fmt(res.new_post)}")
-    if res.family == "delay" and res.pre_event and res.new_post:
+    if res.family == "delay" and res.pre_event and res.new_post and "PROMOTED" in res.retrain:
         print(f"recovered to {res.new_post / res.pre_event:.0%} of the pre-event MAE (target <= 110%)")
+    elif res.family == "delay" and res.pre_event and res.old_post:
+        print(f"no new champion: the old one runs at {res.old_post / res.pre_event:.0%} of its pre-event MAE")
 
 
 def main(argv: list[str] | None = None) -> int:
