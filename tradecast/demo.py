@@ -65,7 +65,7 @@ STEP_DAYS = 14  # traffic is replayed two weeks at a time ...
 MATERIALIZE_EVERY_STEPS = 2  # ... and the online store materialized every four weeks (Feast costs ~25 s a run)
 DEMAND_HORIZON_DAYS = 14  # each step's forecasts cover its days
 DEMAND_SERIES_PER_STEP = 120  # forecast requests per step (a sample of the sku x market series)
-MIN_DAYS = 450  # tiny's 240 days are too short: ~9 months of history before the deploy day for the backtests
+MIN_DAYS = 600  # tiny's 240 days are too short: a year of history before the deploy day (risk labels take 90 days)
 MONITOR_FIRST_DAYS, MONITOR_EVERY_DAYS = 75, 14  # the scenario family's scheduled monitor, replayed
 RISK_ORDERS_PER_STEP = 700  # a seeded sample of each step's orders keeps the replay short at --scale small
 BATCH_ITEMS = 400  # under serving's max_batch_items (500)
@@ -105,14 +105,22 @@ def state_path() -> Path:
 
 
 def demo_data_config(scale: str):
-    """configs/data.yaml with the scenario moved to `EVENT_DAYS_BEFORE_NOW` days before the end."""
+    """configs/data.yaml with the scenario moved to `EVENT_DAYS_BEFORE_NOW` days before the end, and a scale
+    shorter than MIN_DAYS lengthened to it at the same daily volumes (tiny: 240 days -> MIN_DAYS)."""
     from features.generate import load_data_config
 
     cfg = load_data_config(None)
     if scale not in cfg.scales:
         raise TradecastError(f"--scale '{scale}': choose one of {', '.join(cfg.scales)}")
     scenario_cfg = getattr(cfg.scenarios, SCENARIO).model_copy(update={"days_before_end": EVENT_DAYS_BEFORE_NOW})
-    return cfg.model_copy(update={"scenarios": cfg.scenarios.model_copy(update={SCENARIO: scenario_cfg})})
+    update: dict[str, Any] = {"scenarios": cfg.scenarios.model_copy(update={SCENARIO: scenario_cfg})}
+    sc = cfg.scales[scale]
+    if sc.days < MIN_DAYS:
+        factor = MIN_DAYS / sc.days
+        longer = sc.model_copy(update={"days": MIN_DAYS, "shipments": int(sc.shipments * factor),
+                                       "orders": int(sc.orders * factor)})
+        update["scales"] = {**cfg.scales, scale: longer}
+    return cfg.model_copy(update=update)
 
 
 def plan_demo(scale: str, seed: int) -> DemoPlan:
@@ -120,7 +128,7 @@ def plan_demo(scale: str, seed: int) -> DemoPlan:
     from features.generate import scenario_start
 
     cfg = demo_data_config(scale)
-    days = max(cfg.scales[scale].days, MIN_DAYS)  # tiny's 240 days are too short for the backtests
+    days = cfg.scales[scale].days
     now = pd.Timestamp(cfg.end) + pd.Timedelta(days=1)
     first = now - pd.Timedelta(days=days)
     event = scenario_start(cfg, SCENARIO, days=days, scale=scale)
@@ -172,8 +180,9 @@ def decide_state(plan: DemoPlan, fresh: bool) -> StateDecision:
                                  f"folder")
         return StateDecision("fresh", f"nothing in {home()} yet", None)
     if previous.get("fingerprint") != plan.fingerprint:
-        return StateDecision("replace", f"data config, scale or seed changed (fingerprint {previous.get('fingerprint')}"
-                                        f" -> {plan.fingerprint}): replacing the previous demo's state", previous)
+        return StateDecision("replace", f"data config, generator code, scale or seed changed (fingerprint "
+                                        f"{previous.get('fingerprint')} -> {plan.fingerprint}): replacing the "
+                                        f"previous demo's state", previous)
     if not previous.get("initial_versions") or not previous.get("complete_setup"):
         return StateDecision("replace", "the previous run stopped before its models were trained: starting over",
                              previous)
