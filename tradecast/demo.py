@@ -1037,6 +1037,15 @@ def family_lines(result: DemoResult) -> list[str]:
     return lines
 
 
+def retrain_line(step: Any) -> str:
+    """One retrain step for the summary: the verdict and the gate's reason (the trigger is shown above)."""
+    if step.action != "retrained":
+        return step.line()
+    verdict = f"PROMOTED v{step.version}" if step.promoted else f"v{step.version} NOT promoted, champion " \
+        f"v{step.champion_after} kept"
+    return f"{step.family}: retrained -> {verdict}: {step.gate_reason}"
+
+
 def summary_text(result: DemoResult) -> str:
     """The short summary printed at the end (plain text; the CLI renders it)."""
     from training.registry import tracking_uri
@@ -1070,7 +1079,7 @@ def summary_text(result: DemoResult) -> str:
         head = view["severity"].upper() if view["severity"] else "no alert"
         lines.append(f"  {family:<7} {head}" + (f": {view['reasons'][0]}" if view["reasons"] else ""))
         lines.append(f"          report {view['html']}")
-    lines += ["", "Retrain:"] + ["  " + s.line()[:400] for s in result.retrain]
+    lines += ["", "Retrain (through the promotion gate):"] + ["  " + retrain_line(s) for s in result.retrain]
     if result.served_after:
         lines.append("Served after the retrain: " + ", ".join(f"{f} v{v}" for f, v in result.served_after.items()))
     lines += ["", f"Service (stopped now): {result.service_url}; restart it with `tradecast serve` "
