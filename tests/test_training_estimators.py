@@ -108,3 +108,56 @@ def test_torch_classifier_ranks_risk():
     from training.metrics import roc_auc
 
     assert roc_auc(y, p) > 0.75
+
+
+def _mixed_inputs(n=400, seed=3):
+    """Numeric columns of several dtypes (nullable ints, bools, strings of numbers) and categoricals with
+    missing values, so the fast matrix path is compared on the awkward cases too."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({
+        "x": rng.normal(size=n),
+        "count": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+        "flag": rng.integers(0, 2, n).astype(bool),
+        "cat": rng.choice(["a", "b", "c", None], n),
+        "grade": rng.choice(["A", "B", "C"], n),
+    })
+    X.loc[::7, "x"] = np.nan
+    X.loc[::11, "count"] = pd.NA
+    y = ((X["x"].fillna(0) + (X["cat"] == "b") * 1.5 + rng.normal(0, 0.5, n)) > 0.8).astype(int)
+    return X, y.to_numpy()
+
+
+def _reference_raw(model, est, X, **kwargs):
+    """The pre-matrix path: LightGBM predicting on encode_frame's DataFrame (pandas categoricals)."""
+    from training.estimators import encode_frame
+
+    return model.predict(encode_frame(X, est.numeric_, est.categories_)[est.columns_], **kwargs)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 400])
+def test_matrix_path_equals_dataframe_path(rows):
+    from training.estimators import EncodedFrame, _apply_platt
+
+    X, y = _mixed_inputs()
+    clf = LGBMCalibratedClassifier(numeric=["x", "count", "flag"], categorical=["cat", "grade"], params=SMALL).fit(X, y)
+    reg = LGBMQuantileRegressor(numeric=["x", "count", "flag"], categorical=["cat", "grade"], params=SMALL,
+                                monotone={"x": 1}).fit(X, y.astype(float))
+    part = X.iloc[:rows].copy()
+    part.iloc[0, part.columns.get_loc("grade")] = "unseen"  # unseen category -> missing, as in pandas
+    if rows > 1:
+        part.iloc[1, part.columns.get_loc("cat")] = np.nan
+    expected_p = _apply_platt(clf.calibrator_, _reference_raw(clf.model_, clf, part, raw_score=True))
+    expected_c = _reference_raw(clf.model_, clf, part, pred_contrib=True)[:, :-1]
+    shared = EncodedFrame(part)
+    for source in (part, shared):
+        np.testing.assert_array_equal(clf.predict_proba(source)[:, 1], expected_p)
+        np.testing.assert_array_equal(clf.contributions(source).to_numpy(), expected_c)
+    centre = reg.models_[reg.center_]
+    np.testing.assert_array_equal(reg.contributions(part).to_numpy(),
+                                  _reference_raw(centre, reg, part, pred_contrib=True)[:, :-1])
+    raw = np.column_stack([_reference_raw(m, reg, part) for m in reg.models_])
+    fast = reg.predict_quantiles(part)
+    np.testing.assert_array_equal(fast[:, reg.center_], raw[:, reg.center_])
+    # category values given as a pandas string column take the general path and agree too
+    np.testing.assert_array_equal(clf.predict_proba(part.astype({"cat": "string", "grade": "string"}))[:, 1],
+                                  expected_p)

@@ -56,12 +56,98 @@ def fit_categories(X: pd.DataFrame, categorical: list[str]) -> dict[str, list[st
 def encode_frame(X: pd.DataFrame, numeric: list[str], categories: dict[str, list[str]]) -> pd.DataFrame:
     """Model matrix: numeric columns as float, categoricals as pandas Categorical with the fitted categories."""
     check_columns(X, list(numeric) + list(categories))
-    out = pd.DataFrame(index=X.index)
-    for c in numeric:
-        out[c] = pd.to_numeric(X[c], errors="coerce").astype("float64")
+    columns: dict[str, Any] = {c: _numeric_values(X[c]) for c in numeric}
     for c, cats in categories.items():
-        out[c] = pd.Categorical(X[c].astype("string").astype(object).where(X[c].notna(), None), categories=cats)
+        columns[c] = pd.Categorical(X[c].astype("string").astype(object).where(X[c].notna(), None), categories=cats)
+    return pd.DataFrame(columns, index=X.index)  # one constructor: inserting column by column copies every time
+
+
+def _numeric_values(col: pd.Series) -> np.ndarray:
+    """Column as float64 (non-numbers become NaN), without pandas round trips for plain numpy dtypes."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiub":
+        return col.to_numpy(dtype="float64")
+    return pd.to_numeric(col, errors="coerce").astype("float64").to_numpy()
+
+
+# below this many rows, categoricals are coded with a dict lookup (pd.Categorical costs ~50 us per column)
+SMALL_BATCH = 256
+
+
+def _category_codes(col: pd.Series, cats: list[str], lookup: dict[str, int]) -> np.ndarray:
+    """Codes of the fitted categories as float (NaN: missing or unseen), as LightGBM derives them from encode_frame."""
+    if len(col) <= SMALL_BATCH and col.dtype == object:
+        values = col.to_numpy()
+        if all(isinstance(v, str) or v is None or v is pd.NA or (isinstance(v, float) and v != v) for v in values):
+            return np.array([lookup.get(v, np.nan) if isinstance(v, str) else np.nan for v in values], dtype="float64")
+    codes = pd.Categorical(col.astype("string").astype(object).where(col.notna(), None), categories=cats).codes
+    return np.where(codes < 0, np.nan, codes.astype("float64"))
+
+
+def encode_matrix(X: pd.DataFrame, numeric: list[str], categories: dict[str, list[str]],
+                  lookups: dict[str, dict[str, int]] | None = None) -> np.ndarray:
+    """The float64 matrix LightGBM predicts on: numeric columns, then category codes (NaN when missing or unseen).
+
+    Equal to what LightGBM builds from encode_frame's DataFrame, without the DataFrame (one numpy array per call).
+    """
+    check_columns(X, list(numeric) + list(categories))
+    out = np.empty((len(X), len(numeric) + len(categories)), dtype="float64")
+    for j, c in enumerate(numeric):
+        out[:, j] = _numeric_values(X[c])
+    for j, (c, cats) in enumerate(categories.items(), start=len(numeric)):
+        lookup = lookups[c] if lookups else {v: i for i, v in enumerate(cats)}
+        out[:, j] = _category_codes(X[c], cats, lookup)
     return out
+
+
+class EncodedFrame:
+    """A frame whose model matrix is built once and shared by every LightGBM estimator with the same encoding
+    (risk asks two classifiers for probabilities and contributions: four encodings of one frame otherwise)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.index = frame.index
+        self._matrices: dict[tuple, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def matrix(self, estimator: Any) -> np.ndarray:
+        key = _encoding_key(estimator)
+        if key not in self._matrices:
+            self._matrices[key] = encode_matrix(self.frame, estimator.numeric_, estimator.categories_,
+                                                _category_lookups(estimator))
+        return self._matrices[key]
+
+
+def _encoding_key(estimator: Any) -> tuple:
+    key = estimator.__dict__.get("_encoding_key")
+    if key is None:  # computed once per fitted estimator (also for ones unpickled from older versions)
+        key = (tuple(estimator.numeric_), tuple((c, tuple(v)) for c, v in estimator.categories_.items()))
+        estimator.__dict__["_encoding_key"] = key
+    return key
+
+
+def _category_lookups(estimator: Any) -> dict[str, dict[str, int]]:
+    lookups = estimator.__dict__.get("_category_lookups")
+    if lookups is None:
+        lookups = {c: {v: i for i, v in enumerate(cats)} for c, cats in estimator.categories_.items()}
+        estimator.__dict__["_category_lookups"] = lookups
+    return lookups
+
+
+def model_matrix(estimator: Any, X: "pd.DataFrame | EncodedFrame") -> np.ndarray:
+    """The estimator's float64 model matrix for X (shared when X is an EncodedFrame)."""
+    if isinstance(X, EncodedFrame):
+        return X.matrix(estimator)
+    return encode_matrix(X, estimator.numeric_, estimator.categories_, _category_lookups(estimator))
+
+
+def booster_predict(model: Any, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """LightGBM booster prediction on a float matrix; one thread for small batches (thread start-up costs more
+    than a few rows of trees), the model's configured threads otherwise."""
+    n_jobs = getattr(model, "n_jobs", None)
+    threads = 1 if len(matrix) <= SMALL_BATCH else (n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else 0)
+    return model.booster_.predict(matrix, num_threads=threads, **kwargs)
 
 
 def _monotone_vector(columns: list[str], monotone: dict[str, int] | None) -> list[int]:
@@ -115,10 +201,10 @@ class LGBMQuantileRegressor(RegressorMixin, BaseEstimator):
         self.feature_importances_ = self.models_[self.center_].booster_.feature_importance("gain")
         return self
 
-    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_quantiles(self, X: "pd.DataFrame | EncodedFrame") -> np.ndarray:
         """Array (n, len(quantiles)) of non-crossing quantile predictions."""
-        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_]
-        preds = np.column_stack([m.predict(Xm) for m in self.models_])
+        Xm = model_matrix(self, X)
+        preds = np.column_stack([booster_predict(m, Xm) for m in self.models_])
         c = self.center_
         if self.constrained_:
             # keep the constrained centre; lower quantiles at most, upper at least the centre
@@ -136,8 +222,7 @@ class LGBMQuantileRegressor(RegressorMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions to the centre model's raw prediction, one column per feature."""
-        Xm = encode_frame(X, self.numeric_, self.categories_)[self.columns_]
-        contrib = self.models_[self.center_].predict(Xm, pred_contrib=True)
+        contrib = booster_predict(self.models_[self.center_], model_matrix(self, X), pred_contrib=True)
         return pd.DataFrame(np.asarray(contrib)[:, : len(self.columns_)], columns=self.columns_, index=X.index)
 
 
@@ -199,11 +284,8 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         self.feature_importances_ = self.model_.booster_.feature_importance("gain")
         return self
 
-    def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
-        return encode_frame(X, self.numeric_, self.categories_)[self.columns_]
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        raw = self.model_.predict(self._matrix(X), raw_score=True)
+    def predict_proba(self, X: "pd.DataFrame | EncodedFrame") -> np.ndarray:
+        raw = booster_predict(self.model_, model_matrix(self, X), raw_score=True)
         p = _apply_platt(self.calibrator_, raw)
         return np.column_stack([1 - p, p])
 
@@ -212,7 +294,7 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions to the raw score (SHAP values from LightGBM), one column per feature."""
-        contrib = self.model_.predict(self._matrix(X), pred_contrib=True)
+        contrib = booster_predict(self.model_, model_matrix(self, X), pred_contrib=True)
         return pd.DataFrame(np.asarray(contrib)[:, : len(self.columns_)], columns=self.columns_, index=X.index)
 
 

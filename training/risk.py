@@ -124,11 +124,15 @@ def reason_codes(contributions: list[pd.DataFrame], top: int, overrides: dict[st
 
 def predict_outputs(model: TradecastModel, frame: pd.DataFrame) -> pd.DataFrame:
     """p_fraud, p_compliance, risk_level and reason_codes for each order."""
+    from training.estimators import EncodedFrame, LGBMCalibratedClassifier
+
     x = prepare_features(frame)
     fraud, compliance = model.estimators["fraud"], model.estimators["compliance"]
-    p_fraud = fraud.predict_proba(x)[:, 1]
-    p_comp = compliance.predict_proba(x)[:, 1]
-    contribs = [e.contributions(x) for e in (fraud, compliance) if hasattr(e, "contributions")]
+    # LightGBM estimators share one model matrix for their four calls (probabilities and contributions)
+    xs = EncodedFrame(x) if all(isinstance(e, LGBMCalibratedClassifier) for e in (fraud, compliance)) else x
+    p_fraud = fraud.predict_proba(xs)[:, 1]
+    p_comp = compliance.predict_proba(xs)[:, 1]
+    contribs = [e.contributions(xs) for e in (fraud, compliance) if hasattr(e, "contributions")]
     reasons = reason_codes(contribs, model.spec.get("reason_codes", 3), model.spec.get("reason_names")) \
         if contribs else [""] * len(x)
     return pd.DataFrame({"p_fraud": p_fraud, "p_compliance": p_comp,
