@@ -171,7 +171,7 @@ def build_runtime(config: ServingConfig | None = None) -> ServingRuntime:
         if bundle is not None:
             models[family] = bundle
     try:
-        features: FeatureSource | None = FeastFeatureSource()
+        features: FeatureSource | None = FeastFeatureSource(wal=config.online_store_wal)
     except Exception:
         logger.exception("feature store unavailable: the service will not be ready")
         features = None

@@ -90,3 +90,25 @@ def test_direct_push_writes_what_feast_push_writes(feast_home, tiny_tables):
     assert len(velocity) >= 9 and feast_row["buyer_orders_1h"] == 3
     pd.testing.assert_series_equal(direct_row[velocity].astype(float), feast_row[velocity].astype(float),
                                    check_names=False)
+
+
+def test_velocity_push_is_one_transaction(feast_home, tiny_tables):
+    """The three entity-view writes of a scored order commit together: an error part-way rolls all of them back."""
+    from features.store import push_order_velocity
+    from serving.loading import FeastFeatureSource
+    from serving.predict import risk_rows
+    from serving.schemas import RiskRequest
+
+    source = FeastFeatureSource(wal=True)
+    merchant = tiny_tables["orders"].iloc[-1]["merchant_id"]
+    rows = risk_rows([RiskRequest(order_id="TX-1", ordered_at="2025-12-31T21:00:00", buyer_id="B-TX", merchant_id=merchant,
+                                  market="DE", amount=12.0, ip="ip-tx", device_id="d-tx", ip_country="DE")])
+    with pytest.raises(RuntimeError, match="boom"):
+        with source.push_store.one_transaction():
+            push_order_velocity(source.push_store, rows)
+            raise RuntimeError("boom")
+    after_error = source.lookup("risk", rows).frame.iloc[0]
+    assert after_error[["ip_orders_1h", "device_orders_1h", "buyer_orders_1h"]].tolist() == [0, 0, 0]
+    source.push_orders(rows)
+    fresh = FeastFeatureSource()  # a successful push is visible to a new feature source
+    assert fresh.lookup("risk", rows).frame.iloc[0][["ip_orders_1h", "device_orders_1h", "buyer_orders_1h"]].tolist() == [1, 1, 1]
