@@ -15,6 +15,11 @@
 set -euo pipefail
 
 SERVICES_DIR="${TRADECAST_SERVICES_DIR:-/tmp/tradecast-services}"
+# ports a `start` recorded for this data dir (so `stop`/`status` find them without the variables)
+if [ -f "$SERVICES_DIR/ports.env" ]; then
+  : "${TRADECAST_REDIS_PORT:=$(sed -n 's/^REDIS_PORT=//p' "$SERVICES_DIR/ports.env")}"
+  : "${TRADECAST_PG_PORT:=$(sed -n 's/^PG_PORT=//p' "$SERVICES_DIR/ports.env")}"
+fi
 REDIS_PORT="${TRADECAST_REDIS_PORT:-6390}"
 PG_PORT="${TRADECAST_PG_PORT:-5440}"
 PG_USER="tradecast"
@@ -179,6 +184,8 @@ case "$cmd" in
   start)
     install_missing
     PG_BIN="$(pg_bindir)" || die "PostgreSQL binaries not found"
+    mkdir -p "$SERVICES_DIR"
+    printf 'REDIS_PORT=%s\nPG_PORT=%s\n' "$REDIS_PORT" "$PG_PORT" >"$SERVICES_DIR/ports.env"
     start_redis
     start_pg
     print_env

@@ -79,3 +79,35 @@ def test_dask_client_errors_are_clear(monkeypatch):
     with pytest.raises(TradecastError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         with dask_client(scheduler="tcp://127.0.0.1:9", timeout_s=2):
             pass
+
+
+def test_demand_pipeline_trains_on_the_cluster_named_by_dask_scheduler(tiny_tables, client, demand_config,
+                                                                       monkeypatch):
+    """The switch as the pipeline sees it: DASK_SCHEDULER (here: the running test cluster) -> training_cluster()
+    -> the demand family's LightGBM candidate is the lightgbm.dask estimator; without it, the local one."""
+    from types import SimpleNamespace
+
+    from training.demand import DemandFamily
+    from training.distributed import (DaskLGBMQuantileRegressor, agreement, demand_training_frame, fit_demand,
+                                      training_cluster, within_tolerance)
+    from training.estimators import LGBMQuantileRegressor
+
+    frame, numeric, categorical = demand_training_frame(tiny_tables["daily_sales"], tiny_tables["skus"], demand_config)
+    cut = frame["as_of"].quantile(0.8)
+    train, test = frame[frame["as_of"] < cut], frame[frame["as_of"] >= cut]
+    family, ts = DemandFamily(demand_config), SimpleNamespace(numeric=numeric, categorical=categorical)
+
+    monkeypatch.delenv("TRADECAST_DASK", raising=False)
+    monkeypatch.delenv("DASK_SCHEDULER", raising=False)
+    with training_cluster() as none:
+        assert none is None and type(family._lightgbm(ts)) is LGBMQuantileRegressor
+
+    monkeypatch.setenv("DASK_SCHEDULER", client.scheduler.address)
+    with training_cluster() as cluster:
+        assert cluster is not None and cluster.scheduler.address == client.scheduler.address
+        est = family._lightgbm(ts)
+        assert isinstance(est, DaskLGBMQuantileRegressor)
+        est.fit(train, train["units"])
+    restored = pickle.loads(pickle.dumps(est))  # packaged without the client; predicts in-process
+    local = fit_demand(train, numeric, categorical, demand_config)
+    assert within_tolerance(agreement(local, restored, test, test["units"]))

@@ -135,8 +135,6 @@ def test_mlflow_tracking_and_registry_on_postgres(shared_env, shared_services, t
     expected = model.predict_frame(example)
 
     artifact_root = os.environ["TRADECAST_MLFLOW_ARTIFACT_ROOT"]
-    from mlflow.tracking import MlflowClient  # TEMP until registry reads the artifact root
-    MlflowClient(registry.tracking_uri()).create_experiment("tradecast-demand", artifact_location=Path(artifact_root).resolve().as_uri() + "/demand")
     experiment_id = registry.ensure_experiment("demand")
     assert mlflow.get_experiment(experiment_id).artifact_location.startswith(
         Path(artifact_root).resolve().as_uri())
@@ -279,6 +277,10 @@ def test_shared_profile_end_to_end(redis_store, shared_services):
     assert again.status_code == 200, again.text
     row = fs.online_features("risk_v1", [{"buyer_id": buyer}]).frame.iloc[0]
     assert row["buyer_orders_1h"] == 7
+
+    # the registered model's files are under the profile's shared artifact root, not in a local folder
+    assert list((Path(os.environ["TRADECAST_MLFLOW_ARTIFACT_ROOT"]) / "risk").rglob("MLmodel"))
+    assert "Dask: 2 workers" in trained.stdout + trained.stderr  # the profile ran the pipeline on Dask
 
     monitored = _tradecast(["monitor", "--family", "risk", "--no-webhook"])
     assert monitored.returncode in (0, 1), monitored.stdout[-3000:] + monitored.stderr[-3000:]  # 1 = drift alert

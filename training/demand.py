@@ -154,11 +154,14 @@ class DemandFamily:
         return fit_predict
 
     def _lightgbm(self, ts: TrainingSet):
+        from training.distributed import DaskLGBMQuantileRegressor, active_client
         from training.estimators import LGBMQuantileRegressor, lgbm_params
 
-        return LGBMQuantileRegressor(numeric=ts.numeric, categorical=ts.categorical,
-                                     quantiles=tuple(self.config.quantiles), params=lgbm_params(self.config.lightgbm),
-                                     monotone={k: v for k, v in MONOTONE.items() if k in ts.numeric}, log_target=True)
+        # on a Dask cluster when the pipeline runs inside training.distributed.training_cluster()
+        cls = DaskLGBMQuantileRegressor if active_client() is not None else LGBMQuantileRegressor
+        return cls(numeric=ts.numeric, categorical=ts.categorical,
+                   quantiles=tuple(self.config.quantiles), params=lgbm_params(self.config.lightgbm),
+                   monotone={k: v for k, v in MONOTONE.items() if k in ts.numeric}, log_target=True)
 
     def _torch(self, ts: TrainingSet):
         from training.torch_models import TorchQuantileRegressor

@@ -360,6 +360,8 @@ def make_family(name: str, config: Any) -> Family:
 def train_family(name: str, config_path: str | None = None, progress: Progress | None = None) -> TrainResult:
     """Load configs/<name>.yaml (or `config_path`) and run the family's pipeline."""
     from training.config import load_family_config
+    from training.distributed import training_cluster
 
     config = load_family_config(name, config_path)
-    return train(make_family(name, config), config, progress)
+    with training_cluster(progress):  # a Dask client when TRADECAST_DASK / DASK_SCHEDULER say so, else nothing
+        return train(make_family(name, config), config, progress)

@@ -76,7 +76,17 @@ def ensure_experiment(family: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = (mlflow_dir() / "artifacts" / family).resolve().as_uri() if using_default_backend() else None
+    if location is None and os.environ.get("TRADECAST_MLFLOW_ARTIFACT_ROOT"):
+        location = shared_artifact_location(os.environ["TRADECAST_MLFLOW_ARTIFACT_ROOT"], family)
     return client.create_experiment(name, artifact_location=location)
+
+
+def shared_artifact_location(root: str, family: str) -> str:
+    """<root>/<family> for $TRADECAST_MLFLOW_ARTIFACT_ROOT (the `shared` profile): a URI (s3://, gs://, ...) as
+    given, a plain path as a file:// URI (a mount every training and serving machine sees)."""
+    if "://" in root:
+        return f"{root.rstrip('/')}/{family}"
+    return (Path(root).expanduser().resolve() / family).as_uri()
 
 
 def _version_by_alias(client, name: str, alias: str):
