@@ -9,7 +9,9 @@
 # Idempotent: `start` twice is fine (a server that already answers is kept), stale pid/lock files left by a
 # killed run are removed before starting. Every wait is bounded. State lives in $TRADECAST_SERVICES_DIR
 # (default /tmp/tradecast-services): redis/ (AOF, so pushed features survive a Redis restart too) and pg/.
-# Ports: $TRADECAST_REDIS_PORT (6390) and $TRADECAST_PG_PORT (5440), away from the system defaults.
+# Ports: $TRADECAST_REDIS_PORT (6390) and $TRADECAST_PG_PORT (5440), away from the system defaults; `start`
+# records them in $TRADECAST_SERVICES_DIR/ports.env so `stop`/`status` on that dir need no variables.
+# .ci/run uses its own dir and free ports per run, so concurrent CI runs never stop each other's servers.
 # PostgreSQL: trust on its own unix socket (for setup), password (scram) on 127.0.0.1; role/password/db
 # `tradecast` (CREATEDB, so tests make throwaway databases) and a database `mlflow` for the MLflow backend.
 set -euo pipefail
