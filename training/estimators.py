@@ -91,8 +91,12 @@ def encode_matrix(X: pd.DataFrame, numeric: list[str], categories: dict[str, lis
     """
     check_columns(X, list(numeric) + list(categories))
     out = np.empty((len(X), len(numeric) + len(categories)), dtype="float64")
-    for j, c in enumerate(numeric):
-        out[:, j] = _numeric_values(X[c])
+    block = X[list(numeric)]
+    if all(isinstance(d, np.dtype) and d.kind in "fiub" for d in block.dtypes):
+        out[:, : len(numeric)] = block.to_numpy(dtype="float64")  # one conversion, not one per column
+    else:
+        for j, c in enumerate(numeric):
+            out[:, j] = _numeric_values(X[c])
     for j, (c, cats) in enumerate(categories.items(), start=len(numeric)):
         lookup = lookups[c] if lookups else {v: i for i, v in enumerate(cats)}
         out[:, j] = _category_codes(X[c], cats, lookup)
