@@ -54,6 +54,9 @@ FAST_TRAINING = {
 }
 
 
+MLFLOW_ENV_AT_START = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -122,6 +125,14 @@ def champion_bundle(family: str):
 
     model, version = registry.load_champion(family)
     return TradecastModelBundle(family, registry.registered_name(family), version, model)
+
+
+def version_bundle(family: str, version: str):
+    from serving.loading import TradecastModelBundle
+    from training import registry
+
+    return TradecastModelBundle(family, registry.registered_name(family), version,
+                                registry.load_version(family, version))
 
 
 def request_items(family: str, rows: pd.DataFrame) -> list:
@@ -219,6 +230,8 @@ class CaseResult:
     pre_event: float | None
     old_post: float | None
     new_post: float | None
+    retrain_day: int | None = None
+    retrained_post: float | None = None
 
 
 def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
@@ -236,6 +249,13 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
     os.environ["TRADECAST_HOME"] = str(home)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI: without this, every later case in
+    # the process would register into (and compare with the champion of) the first case's registry
+    for key, value in MLFLOW_ENV_AT_START.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     cfg = load_data_config(None)
     label_scenario = scenario
     if scenario == "none":
@@ -304,9 +324,13 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
             first_alert = day
             if family != "risk":
                 break  # retrain now; risk waits for closed label windows (below)
-    # A delay retrain runs at the alert; a risk retrain can only learn orders whose 90-day chargeback window has
-    # closed, so after a risk alert it runs at the end of the replay (the alert record stays in alerts.jsonl).
-    retrain_day = None if first_alert is None else (first_alert if family != "risk" else post_days)
+    # The alert comes as soon as the first post-event labels do, but a retrain can only learn what has labels by
+    # then: sea shipments take 30-45 days (+7-14 after red_sea), so post-event sea-to-Europe deliveries only pile
+    # up 40-60 days after the event, and chargeback windows close 90 days after the order. So after an alert the
+    # retrain runs at T_now = T0 + post_days (the alert record stays in alerts.jsonl); --retrain-at-alert retrains
+    # at the alert day instead.
+    retrain_day = None if first_alert is None else \
+        (first_alert if args.retrain_at_alert and family != "risk" else max(first_alert, post_days))
     if retrain_day is None:
         retrain_line = f"{family}: no alert at or above {mcfg.retrain.min_severity}, no retrain"
         retrain_at = t_now
@@ -320,7 +344,10 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
         retrain_line = outcome.lines()[0] if outcome.steps else "no step"
     t_now = retrain_at
 
-    pre, old_post, new_post = None, None, None
+    retrained_version = None
+    if retrain_day is not None and outcome.steps and outcome.steps[0].version:
+        retrained_version = outcome.steps[0].version
+    pre, old_post, new_post, retrained_post = None, None, None, None
     if args.holdout_days:
         say(f"{name}: scoring champions on ground truth")
         write_store(tables)  # the future becomes known; point-in-time joins keep each request's view honest
@@ -338,7 +365,13 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
         new_champion = registry.champion_version(family)
         new_post = holdout_metric(family, champion_bundle(family), after) if len(after) and \
             new_champion != champion_v1 else old_post
-    return CaseResult(name, family, str(t0.date()), timeline, first_alert, retrain_line, pre, old_post, new_post)
+        if retrained_version and retrained_version != new_champion and len(after):
+            # what the retrained version would have done, promoted or not (a diagnostic, never served)
+            retrained_post = holdout_metric(family, version_bundle(family, retrained_version), after)
+        elif retrained_version:
+            retrained_post = new_post
+    return CaseResult(name, family, str(t0.date()), timeline, first_alert, retrain_line, pre, old_post, new_post,
+                      retrain_day, retrained_post)
 
 
 def print_case(res: CaseResult) -> None:
@@ -348,12 +381,17 @@ def print_case(res: CaseResult) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 40):
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"first alert: {'day ' + str(res.first_alert_day) + ' after the event' if res.first_alert_day else 'none'}")
-    print(f"retrain: {res.retrain}")
+    if res.retrain_day is not None:
+        print(f"retrain on day {res.retrain_day} after the event: {res.retrain}")
+    else:
+        print(f"retrain: {res.retrain}")
 
     def fmt(v):
         return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
     print(f"{metric}: pre-event (old champion) {fmt(res.pre_event)} | after the event: old champion "
           f"{fmt(res.old_post)} -> after retrain {fmt(res.new_post)}")
+    if res.retrained_post is not None and "PROMOTED" not in res.retrain:
+        print(f"(the retrained version, not promoted, would have scored {fmt(res.retrained_post)} on the same rows)")
     if res.family == "delay" and res.pre_event and res.new_post and "PROMOTED" in res.retrain:
         print(f"recovered to {res.new_post / res.pre_event:.0%} of the pre-event MAE (target <= 110%)")
     elif res.family == "delay" and res.pre_event and res.old_post:
@@ -380,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-days", type=int, default=3, help="replayed requests are batched per this many days")
     parser.add_argument("--resume", action="store_true", help="reuse a case's champion, log and outcomes from an "
                                                               "earlier run in --workdir (monitor, retrain, score)")
+    parser.add_argument("--retrain-at-alert", action="store_true",
+                        help="delay: retrain on the alert day instead of at T0 + post-days (labels still immature)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -396,6 +436,14 @@ def main(argv: list[str] | None = None) -> int:
         print_case(res)
         say(f"{case} took {time.time() - started:.0f}s")
         results.append(res)
+    # The holdout after the retrain falls in another season than the pre-event days, so the same calendar without
+    # the scenario (case none, same seed: the same shipments, no diversion) is the fairer yardstick.
+    none = {r.family: r for r in results if r.case.startswith("none:")}
+    for res in results:
+        base = none.get(res.family)
+        if res.family == "delay" and base is not None and res is not base and base.old_post and res.new_post:
+            print(f"{res.case}: after retrain {res.new_post:.3f} vs the same calendar without the scenario "
+                  f"{base.new_post:.3f} ({res.new_post / base.new_post:.0%}; pre-event {res.pre_event:.3f})")
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
     return 0
