@@ -18,7 +18,7 @@ demo: setup
 	$(BIN)/tradecast demo
 
 test: setup
-	$(BIN)/python -m pytest
+	scripts/with_services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .tradecast
