@@ -590,27 +590,9 @@ def compute_view_frames(tables: dict[str, pd.DataFrame], cfg: FeaturesConfig, fr
 def write_feature_source(df: pd.DataFrame, path: Path, metadata: dict) -> Path:
     """Write a feature-view source atomically, without pandas' schema metadata (Feast's dask reader cannot parse
     the pandas dtype names of Arrow list columns; the Arrow types themselves carry everything)."""
-    import json
-    import os
-    import tempfile
+    from features.offline import write_parquet_atomic
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tradecast.paths import ensure_dir
-
-    ensure_dir(path.parent)
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({b"tradecast": json.dumps(metadata, default=str).encode()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_parquet_atomic(df, path, metadata, pandas_metadata=False)
 
 
 def compute_features(config: FeaturesConfig | None = None, progress: Progress | None = None,

@@ -23,10 +23,16 @@ from tradecast.paths import ensure_dir, table_path
 META_KEY = b"tradecast"
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write `df` to `path` via a temporary file and an atomic rename."""
+def write_parquet_atomic(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None,
+                         pandas_metadata: bool = True) -> Path:
+    """Write `df` to `path` via a temporary file and an atomic rename.
+
+    `pandas_metadata=False` drops pandas' schema metadata (Feast's dask reader cannot parse the pandas dtype
+    names of Arrow list columns; the Arrow types carry everything)."""
     ensure_dir(path.parent)
     table = pa.Table.from_pandas(df, preserve_index=False)
+    if not pandas_metadata:
+        table = table.replace_schema_metadata({})
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged[META_KEY] = json.dumps(metadata, default=str).encode()
