@@ -10,6 +10,17 @@ import pytest
 SHARED_DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """Put os.environ back after every test: profiles, MLflow and some tests write it directly, and a leaked
+    variable (e.g. TRADECAST_FEATURES__ONLINE_STORE=redis) would silently change what later tests exercise."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture
 def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty $TRADECAST_HOME for one test."""
