@@ -402,6 +402,19 @@ def _kinds(service_name: str, cfg: FeaturesConfig) -> dict[str, str]:
 # ----------------------------------------------------------------------------- training
 
 
+def check_entity_frame(service_name: str, entity_df: pd.DataFrame, cfg: Any) -> list[str]:
+    """The service's join keys, after checking `entity_df` has them and `event_timestamp` and no feature column."""
+    keys = join_keys(service_name)
+    missing = [c for c in keys + ["event_timestamp"] if c not in entity_df.columns]
+    if missing:
+        raise TradecastError(f"entity frame for '{service_name}' is missing column(s): {', '.join(missing)}")
+    names = feature_names(service_name, cfg)
+    clash = [c for c in entity_df.columns if c in names]
+    if clash:
+        raise TradecastError(f"entity frame for '{service_name}' already has feature column(s): {', '.join(clash)}")
+    return keys
+
+
 def training_frame(service_name: str, entity_df: pd.DataFrame, store: "feast.FeatureStore | None" = None,
                    fill_defaults: bool = True) -> pd.DataFrame:
     """Point-in-time training set: `entity_df` (join keys, `event_timestamp`, labels, request columns) with the
@@ -415,14 +428,8 @@ def training_frame(service_name: str, entity_df: pd.DataFrame, store: "feast.Fea
 
     store = store or get_store()
     cfg = _cfg(store)
-    keys = join_keys(service_name)
-    missing = [c for c in keys + ["event_timestamp"] if c not in entity_df.columns]
-    if missing:
-        raise TradecastError(f"entity frame for '{service_name}' is missing column(s): {', '.join(missing)}")
+    keys = check_entity_frame(service_name, entity_df, cfg)
     names = feature_names(service_name, cfg)
-    clash = [c for c in entity_df.columns if c in names]
-    if clash:
-        raise TradecastError(f"entity frame for '{service_name}' already has feature column(s): {', '.join(clash)}")
     pairs = service_batch_features(service_name, cfg)
     edf = pd.DataFrame({k: entity_df[k].astype("object").where(entity_df[k].notna(), "").astype(str).to_numpy()
                         for k in keys})

@@ -43,19 +43,13 @@ def _naive_ns(values: pd.Series) -> np.ndarray:
 def asof_training_frame(service_name: str, entity_df: pd.DataFrame) -> pd.DataFrame:
     """The store's training frame computed with merge_asof over $TRADECAST_HOME/features/<view>.parquet."""
     from features.feature_repo.definitions import service_batch_features
-    from features.store import (JOIN_KEY_OF_VIEW, _fill_and_derive, _kinds, feature_names, join_keys,
+    from features.store import (JOIN_KEY_OF_VIEW, _fill_and_derive, _kinds, check_entity_frame, feature_names, join_keys,
                                 load_defaults, load_features_config, request_fields)
     from tradecast.paths import feature_data_dir
 
     cfg = load_features_config()
-    keys = join_keys(service_name)
-    missing = [c for c in keys + ["event_timestamp"] if c not in entity_df.columns]
-    if missing:
-        raise TradecastError(f"entity frame for '{service_name}' is missing column(s): {', '.join(missing)}")
+    keys = check_entity_frame(service_name, entity_df, cfg)
     names = feature_names(service_name, cfg)
-    clash = [c for c in entity_df.columns if c in names]
-    if clash:
-        raise TradecastError(f"entity frame for '{service_name}' already has feature column(s): {', '.join(clash)}")
     n = len(entity_df)
     key_values = {k: entity_df[k].astype("object").where(entity_df[k].notna(), "").astype(str).to_numpy() for k in keys}
     event_ts = _naive_ns(entity_df["event_timestamp"].reset_index(drop=True))
