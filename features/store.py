@@ -52,6 +52,8 @@ from tradecast.errors import TradecastError
 if TYPE_CHECKING:  # feast is heavy: imported inside functions
     import feast
 
+    from features.online import OnlineTables
+
 Progress = Callable[[str], None]
 REPO_DIR = Path(__file__).resolve().parent / "feature_repo"
 DEFAULTS_FILE = "feature_defaults.json"
@@ -639,6 +641,7 @@ class _OnlinePlan:
     keys: list[str]
     names: list[str]
     request: list[str]
+    views: list[tuple[str, str, list[str]]]  # (view, join key, features) for OnlineTables reads
 
 
 _PLANS: dict[tuple[int, str], _OnlinePlan] = {}
@@ -655,22 +658,25 @@ def _plan(store: "feast.FeatureStore", service_name: str) -> _OnlinePlan:
         _PLANS[key] = _OnlinePlan(
             refs=[f"{v}:{f}" for v, f in pairs], batch_names=[f for _, f in pairs], kinds=_kinds(service_name, cfg),
             view_columns=[np.array([i for i, (v2, _) in enumerate(pairs) if v2 == v]) for v in views],
-            keys=join_keys(service_name), names=feature_names(service_name, cfg), request=request_fields(service_name))
+            keys=join_keys(service_name), names=feature_names(service_name, cfg), request=request_fields(service_name),
+            views=[(v, JOIN_KEY_OF_VIEW[v], [f for v2, f in pairs if v2 == v]) for v in views])
     return _PLANS[key]
 
 
 def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataFrame,
                     request_data: dict[str, Any] | pd.DataFrame | None = None,
-                    store: "feast.FeatureStore | None" = None) -> OnlineResult:
+                    store: "feast.FeatureStore | None" = None, tables: "OnlineTables | None" = None) -> OnlineResult:
     """Feature vectors for serving: the service's features for each entity row, same names/order as training.
 
     `entities`: rows (dicts or a DataFrame) holding the service's join keys (`join_keys(service_name)`; a missing
     key counts as unknown) and optionally request fields (`request_fields(service_name)`). `request_data`:
     request fields as a dict of column -> scalar (all rows) or list (one per row), or a DataFrame; it wins over
     the same field in `entities`. Unknown entities get the documented defaults and defaults_used=True.
+    `tables` (features.online.OnlineTables of the store): read the online store directly with the views
+    resolved once (the serving path) instead of through `FeatureStore.get_online_features`; same values.
     """
     _check_service(service_name)
-    store = store or default_store()
+    store = tables.store if tables is not None else (store or default_store())
     plan = _plan(store, service_name)
     if isinstance(entities, pd.DataFrame):
         records = entities.to_dict("records")
@@ -680,7 +686,12 @@ def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataF
     if n == 0:
         return OnlineResult(pd.DataFrame(columns=plan.names), [], [])
     key_cols = {k: ["" if r.get(k) is None else str(r.get(k)) for r in records] for k in plan.keys}
-    data = store.get_online_features(features=plan.refs, entity_rows=key_cols).to_dict()
+    if tables is None:
+        data = store.get_online_features(features=plan.refs, entity_rows=key_cols).to_dict()
+    else:
+        data = {}
+        for view, key, names in plan.views:
+            data.update(tables.read(view, key, key_cols[key], names))
     extra: dict[str, Any] = dict(key_cols)
     for c in plan.request:
         if any(c in r for r in records):
@@ -712,20 +723,24 @@ def format_recent_orders(pairs: list[tuple[int, float]]) -> str:
     return ";".join(f"{int(t)}:{a:.4f}" for t, a in pairs)
 
 
-def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame | dict[str, Any] | list[dict[str, Any]]) -> int:
-    """Update the buyer/device/IP activity rows in the online store with newly arrived orders (Feast push).
+def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame | dict[str, Any] | list[dict[str, Any]],
+                        tables: "OnlineTables | None" = None) -> int:
+    """Update the buyer/device/IP activity rows in the online store with newly arrived orders.
 
     Each order needs ordered_at and amount, plus buyer_id / device_id / ip (a missing key skips that entity) and
     optionally ip_country / card_country / shipping_country. The new row of an entity holds its state after the
     orders: velocity over the last hour and day counted exactly from the stored recent order times, totals,
     running mean amount and mismatch share; chargebacks are unchanged. Returns the number of entity rows pushed.
+    Without `tables` it reads with `get_online_features` and writes with Feast's `push` (to the push sources);
+    with `tables` (features.online.OnlineTables) it reads and writes the same rows through the online store
+    directly (the serving path).
     """
     from feast.data_source import PushMode
 
     from features.compute import ACTIVITY_KEYS, country_mismatch
     from features.feature_repo.definitions import PUSH_VIEWS, activity_state_fields, view_feature_fields
 
-    store = store or default_store()
+    store = tables.store if tables is not None else (store or default_store())
     cfg = _cfg(store)
     od = pd.DataFrame([orders] if isinstance(orders, dict) else orders)
     if od.empty:
@@ -735,29 +750,38 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
             raise TradecastError(f"push_order_velocity: order is missing '{c}'")
     ts = pd.to_datetime(od["ordered_at"])
     ts = ts.dt.tz_convert("UTC") if ts.dt.tz is not None else ts.dt.tz_localize("UTC")
-    od["_sec"] = ts.astype("int64") // 10**9
-    od["_mism"] = country_mismatch(od).fillna(0.0)
+    seconds = (ts.astype("int64") // 10**9).astype(int).tolist()
+    amounts = od["amount"].astype(float).tolist()
+    mismatch = country_mismatch(od).fillna(0.0).astype(float).tolist()
     pushed = 0
     for view, (key, prefix) in ACTIVITY_KEYS.items():
         if key not in od:
             continue
-        sub = od[od[key].notna() & (od[key].astype(str) != "")].sort_values("_sec")
-        if sub.empty:
+        # this entity's new orders in time order: (seconds, amount, mismatch)
+        new_by_entity: dict[str, list[tuple[int, float, float]]] = {}
+        for entity, sec, amount, mism in zip(od[key].tolist(), seconds, amounts, mismatch):
+            if entity is None or (isinstance(entity, float) and entity != entity) or str(entity) == "":
+                continue
+            new_by_entity.setdefault(str(entity), []).append((sec, amount, mism))
+        if not new_by_entity:
             continue
         names = [n for n, _ in view_feature_fields(view, cfg)]
-        ids = list(dict.fromkeys(sub[key].astype(str)))
-        current = store.get_online_features(features=[f"{view}:{n}" for n in names],
-                                            entity_rows=[{key: i} for i in ids]).to_dict()
+        ids = list(new_by_entity)
+        if tables is None:
+            current = store.get_online_features(features=[f"{view}:{n}" for n in names],
+                                                entity_rows=[{key: i} for i in ids]).to_dict()
+        else:
+            current = tables.read(view, key, ids, names)
         (state_col,) = activity_state_fields(view)
         out_rows = []
         for i, entity in enumerate(ids):
-            new = sub[sub[key].astype(str) == entity]
+            new = sorted(new_by_entity[entity])
             recent = parse_recent_orders(current[state_col][i])
             total = current[f"{prefix}_orders_total"][i] or 0.0
             mean = current[f"{prefix}_amount_mean"][i] or 0.0
             mism = current[f"{prefix}_mismatch_share"][i] or 0.0
-            now = int(new["_sec"].max())
-            recent += list(zip(new["_sec"].astype(int).tolist(), new["amount"].astype(float).tolist()))
+            now = max(t for t, _, _ in new)
+            recent += [(t, a) for t, a, _ in new]
             recent = [(t, a) for t, a in recent if now - 86400 < t <= now]
             k = len(new)
             out_rows.append({
@@ -766,11 +790,17 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
                 f"{prefix}_orders_24h": float(len(recent)),
                 f"{prefix}_amount_24h": float(sum(a for _, a in recent)),
                 f"{prefix}_orders_total": float(total + k),
-                f"{prefix}_amount_mean": float((mean * total + new["amount"].astype(float).sum()) / (total + k)),
+                f"{prefix}_amount_mean": float((mean * total + sum(a for _, a, _ in new)) / (total + k)),
                 f"{prefix}_chargebacks_known": float(current[f"{prefix}_chargebacks_known"][i] or 0.0),
-                f"{prefix}_mismatch_share": float((mism * total + new["_mism"].sum()) / (total + k)),
+                f"{prefix}_mismatch_share": float((mism * total + sum(m for _, _, m in new)) / (total + k)),
                 state_col: format_recent_orders(recent),
             })
-        store.push(PUSH_VIEWS[view], pd.DataFrame(out_rows), to=PushMode.ONLINE)
+        if tables is None:
+            store.push(PUSH_VIEWS[view], pd.DataFrame(out_rows), to=PushMode.ONLINE)
+        else:
+            tables.write(view, key, [(r[key], {n: r[n] for n in names}, r["event_timestamp"].to_pydatetime())
+                                     for r in out_rows])
         pushed += len(out_rows)
     return pushed
+
+

@@ -16,8 +16,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -242,112 +241,25 @@ def entity_rows(family: str, rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-class DirectPushStore:
-    """A feast.FeatureStore whose online push() writes through the provider with the feature views resolved
-    once per push source.
-
-    FeatureStore.push() resolves the push source and every target view from the registry on each call
-    (protobuf -> Python conversion of all views and services, about 40 ms of CPU per call here, three calls
-    per scored order). The rows written and the provider call (`ingest_df`) are the same; what is skipped
-    is per-call registry resolution, on-write transforms of on-demand views and precomputed services, which
-    tradecast's push targets do not use. Serving restarts after `tradecast features apply`, so a view cached
-    here cannot go stale within a process. Everything else is delegated to the wrapped store.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._push_views: dict[str, list[Any]] = {}
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def push(self, push_source_name: str, df: pd.DataFrame, allow_registry_cache: bool = True, to: Any = None,
-             transform_on_write: bool = True) -> None:
-        from feast.data_source import PushMode
-
-        if to not in (None, PushMode.ONLINE):
-            return self._store.push(push_source_name, df, allow_registry_cache=allow_registry_cache, to=to,
-                                    transform_on_write=transform_on_write)
-        views = self._push_views.get(push_source_name)
-        if views is None:
-            views = sorted(self._store._fvs_for_push_source_or_raise(push_source_name, allow_registry_cache),
-                           key=lambda v: v.name)
-            self._push_views[push_source_name] = views
-        if df.empty:
-            return None
-        provider = self._store._get_provider()
-        for view in views:
-            provider.ingest_df(view, df)
-        return None
-
-    @contextmanager
-    def one_transaction(self) -> Iterator[None]:
-        """Online writes inside the block commit together, once (SQLite online store; other stores unchanged).
-
-        Feast's SQLite store commits each view's write (`with conn:` in online_write_batch): three commits per
-        scored order. Inside this block its connection is lent out behind a proxy whose `with` does not commit;
-        the block commits once at the end, or rolls every write back on an error. The rows written are the same.
-        """
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
-        online = getattr(self._store._get_provider(), "online_store", None)
-        if not isinstance(online, SqliteOnlineStore):
-            yield
-            return
-        with self._lock:
-            conn = online._get_conn(self._store.config)
-            online._conn = _CommitLater(conn)
-            try:
-                with conn:  # commit on success, roll back on an exception
-                    yield
-            finally:
-                online._conn = conn
-
-    def use_wal(self) -> None:
-        """Put a SQLite online store in WAL mode with synchronous=NORMAL for this process's connection."""
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
-        online = getattr(self._store._get_provider(), "online_store", None)
-        if isinstance(online, SqliteOnlineStore):
-            conn = online._get_conn(self._store.config)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-
-
-class _CommitLater:
-    """A sqlite3 connection whose context manager neither commits nor rolls back (the owner of the transaction
-    does); everything else is the wrapped connection."""
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> "_CommitLater":
-        return self
-
-    def __exit__(self, *exc: Any) -> bool:
-        return False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
 class FeastFeatureSource:
-    """features.store online lookup (Feast online store + on-demand features) and the velocity push."""
+    """features.store online lookup (Feast online store + on-demand features) and the velocity push, both
+    through features.online.OnlineTables (the store's own online_read / online_write_batch, views resolved
+    once)."""
 
     def __init__(self, wal: bool = False) -> None:
+        from features.online import OnlineTables
         from features.store import default_store
 
         self.store = default_store()
-        self.push_store = DirectPushStore(self.store)
+        self.tables = OnlineTables(self.store)
         if wal:
-            self.push_store.use_wal()
+            self.tables.use_wal()
 
     def lookup(self, family: str, rows: pd.DataFrame) -> FeatureVectors:
         from features.store import online_features
 
         entities = entity_rows(family, rows)
-        result = online_features(FEATURE_SERVICES[family], entities, store=self.store)
+        result = online_features(FEATURE_SERVICES[family], entities, tables=self.tables)
         derived = [c for c in entities.columns if c not in rows.columns or c in REWRITTEN.get(family, ())]
         frame = pd.concat([entities[derived].reset_index(drop=True), result.frame.reset_index(drop=True)], axis=1)
         frame = frame.loc[:, ~frame.columns.duplicated(keep="last")]
@@ -356,5 +268,5 @@ class FeastFeatureSource:
     def push_orders(self, orders: pd.DataFrame) -> None:
         from features.store import push_order_velocity
 
-        with self.push_store.one_transaction():  # one commit per request, not one per entity view
-            push_order_velocity(self.push_store, orders)
+        with self.tables.one_transaction():  # one commit per request, not one per entity view
+            push_order_velocity(None, orders, tables=self.tables)

@@ -104,11 +104,39 @@ def test_velocity_push_is_one_transaction(feast_home, tiny_tables):
     rows = risk_rows([RiskRequest(order_id="TX-1", ordered_at="2025-12-31T21:00:00", buyer_id="B-TX", merchant_id=merchant,
                                   market="DE", amount=12.0, ip="ip-tx", device_id="d-tx", ip_country="DE")])
     with pytest.raises(RuntimeError, match="boom"):
-        with source.push_store.one_transaction():
-            push_order_velocity(source.push_store, rows)
+        with source.tables.one_transaction():
+            push_order_velocity(None, rows, tables=source.tables)
             raise RuntimeError("boom")
     after_error = source.lookup("risk", rows).frame.iloc[0]
     assert after_error[["ip_orders_1h", "device_orders_1h", "buyer_orders_1h"]].tolist() == [0, 0, 0]
     source.push_orders(rows)
     fresh = FeastFeatureSource()  # a successful push is visible to a new feature source
     assert fresh.lookup("risk", rows).frame.iloc[0][["ip_orders_1h", "device_orders_1h", "buyer_orders_1h"]].tolist() == [1, 1, 1]
+
+
+def test_online_tables_read_what_feast_get_online_features_reads(feast_home, tiny_tables):
+    """The serving read path (OnlineTables: online_read with views resolved once) returns the same vectors and
+    default flags as FeatureStore.get_online_features, for known, unknown and repeated entities."""
+    from features.online import OnlineTables
+    from features.store import get_store, online_features
+
+    store = get_store()
+    tables = OnlineTables(store)
+    sales, ships, orders = tiny_tables["daily_sales"], tiny_tables["shipments"], tiny_tables["orders"]
+    series = (sales["sku_id"] + "|" + sales["market"]).drop_duplicates().tolist()
+    lanes = (ships["origin_warehouse"] + ">" + ships["destination_market"] + "|" + ships["mode"]).drop_duplicates()
+    cases = {
+        "demand_v1": [{"series_id": s} for s in series[:3]] + [{"series_id": "NOPE|XX"}, {"series_id": series[0]}],
+        "delay_v1": [{"lane_mode": lane, "carrier": c, "category": "apparel"}
+                     for lane, c in zip(lanes[:3], ships["carrier"].unique()[:3])] + [{"lane_mode": "A>B|air"}],
+        "risk_v1": [{"merchant_id": r.merchant_id, "buyer_id": r.buyer_id, "device_id": r.device_id or "",
+                     "ip": r.ip or "", "category": "apparel"} for r in orders.tail(3).itertuples()]
+                   + [{"merchant_id": "M-NONE", "buyer_id": "B-NONE"}],
+    }
+    for service, entities in cases.items():
+        feast_result = online_features(service, entities, store=store)
+        fast_result = online_features(service, entities, tables=tables)
+        pd.testing.assert_frame_equal(fast_result.frame, feast_result.frame)
+        assert fast_result.defaults_used == feast_result.defaults_used
+        assert fast_result.defaulted == feast_result.defaulted
+        assert any(feast_result.defaults_used) and not all(feast_result.defaults_used)
