@@ -50,32 +50,62 @@ def _frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def batch_records(batch: LoggedBatch) -> list[dict[str, Any]]:
     """The log records of one logged batch, in order."""
-    inputs = _frame_records(batch.inputs)
-    features = _frame_records(batch.features)
-    outputs = _frame_records(batch.outputs)
-    entity_cols = ENTITY_COLUMNS[batch.family]
-    event_col = EVENT_TIME_COLUMN[batch.family]
-    logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
-    horizons = batch.inputs["horizon"].to_numpy() if batch.family == "demand" else None
+    return batches_records([batch])
+
+
+def _signature(batch: LoggedBatch) -> tuple:
+    return (batch.family, tuple(batch.inputs.columns), tuple(batch.features.columns), tuple(batch.outputs.columns))
+
+
+def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
+    """The log records of several batches, in order. Consecutive batches of one family with the same columns
+    are serialised together (one `to_json` per frame kind instead of three per request: at hundreds of
+    requests per second the flush thread's CPU competes with the request path)."""
+    records: list[dict[str, Any]] = []
+    start = 0
+    while start < len(batches):
+        end = start + 1
+        while end < len(batches) and _signature(batches[end]) == _signature(batches[start]):
+            end += 1
+        records += _group_records(batches[start:end])
+        start = end
+    return records
+
+
+def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
+    def joined(kind: str) -> pd.DataFrame:
+        frames = [getattr(b, kind) for b in group]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    inputs, features, outputs = (_frame_records(joined(k)) for k in ("inputs", "features", "outputs"))
+    family = group[0].family
+    entity_cols = ENTITY_COLUMNS[family]
+    event_col = EVENT_TIME_COLUMN[family]
     records = []
-    for j, row in enumerate(inputs):
-        item = int(batch.item_index[j])
-        pid = f"{batch.request_id}:{item}" if horizons is None else f"{batch.request_id}:{item}:{int(horizons[j])}"
-        records.append({
-            "prediction_id": pid,
-            "request_id": batch.request_id,
-            "logged_at": logged_at,
-            "family": batch.family,
-            "endpoint": batch.endpoint,
-            "model_name": batch.model_name,
-            "model_version": batch.model_version,
-            "event_time": row.get(event_col),
-            "entity": {k: row.get(k) for k in entity_cols},
-            "inputs": row,
-            "features": features[j],
-            "outputs": outputs[j],
-            "defaults_used": bool(batch.defaults_used[j]),
-        })
+    j = 0
+    for batch in group:
+        logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
+        horizons = batch.inputs["horizon"].to_numpy() if family == "demand" else None
+        for k in range(len(batch.inputs)):
+            row = inputs[j]
+            item = int(batch.item_index[k])
+            pid = f"{batch.request_id}:{item}" if horizons is None else f"{batch.request_id}:{item}:{int(horizons[k])}"
+            records.append({
+                "prediction_id": pid,
+                "request_id": batch.request_id,
+                "logged_at": logged_at,
+                "family": family,
+                "endpoint": batch.endpoint,
+                "model_name": batch.model_name,
+                "model_version": batch.model_version,
+                "event_time": row.get(event_col),
+                "entity": {c: row.get(c) for c in entity_cols},
+                "inputs": row,
+                "features": features[j],
+                "outputs": outputs[j],
+                "defaults_used": bool(batch.defaults_used[k]),
+            })
+            j += 1
     return records
 
 
@@ -145,9 +175,11 @@ class PredictionLogger:
                 return 0
             try:
                 lines: dict[Path, list[str]] = defaultdict(list)
+                by_path: dict[Path, list[LoggedBatch]] = defaultdict(list)
                 for batch in batches:
-                    path = log_path(batch.family, batch.logged_at.astimezone(timezone.utc).date(), self.root)
-                    lines[path].extend(json.dumps(r, separators=(",", ":")) for r in batch_records(batch))
+                    by_path[log_path(batch.family, batch.logged_at.astimezone(timezone.utc).date(), self.root)].append(batch)
+                for path, path_batches in by_path.items():
+                    lines[path].extend(json.dumps(r, separators=(",", ":")) for r in batches_records(path_batches))
                 for path, file_lines in lines.items():
                     _append(path, ("\n".join(file_lines) + "\n").encode("utf-8"), self.fsync)
             except Exception:

@@ -24,6 +24,21 @@ def _batch(request_id: str, n: int, logged_at: datetime, family: str = "delay"):
                        defaults_used=np.array([i % 2 == 1 for i in range(n)]))
 
 
+def test_batches_serialised_together_give_the_records_of_each_batch():
+    """The flush thread serialises runs of same-shaped batches in one go: the records are exactly those of
+    each batch on its own, in order (also across a batch with other columns)."""
+    from serving.prediction_log import batch_records, batches_records
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    odd = _batch("r3", 1, now)
+    odd.outputs = odd.outputs.assign(extra=1.5)
+    batches = [_batch("r1", 3, now), _batch("r2", 2, now), odd, _batch("r4", 1, now)]
+    expected = [r for b in batches for r in batch_records(b)]
+    assert batches_records(batches) == expected
+    assert [r["prediction_id"] for r in expected] == ["r1:0", "r1:1", "r1:2", "r2:0", "r2:1", "r3:0", "r4:0"]
+    assert "extra" in expected[5]["outputs"] and "extra" not in expected[6]["outputs"]
+
+
 def test_prediction_log_is_written_off_the_request_path_and_on_close(tmp_path):
     from serving.prediction_log import PredictionLogger, read_prediction_log
 
