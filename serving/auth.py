@@ -65,10 +65,14 @@ async def _send_json(send: Callable, status: int, body: dict[str, Any], headers:
 class ApiKeyMiddleware:
     """Rejects requests to protected paths without the right bearer key (401) or with a body over the limit (413)."""
 
-    def __init__(self, app: Any, key_provider: Callable[[], str] | None = None, max_body_bytes: int = 8_000_000) -> None:
+    def __init__(self, app: Any, key_provider: Callable[[], str] | None = None, max_body_bytes: int | None = None) -> None:
         self.app = app
         key = (key_provider or (lambda: resolve_api_key(create=True)[0]))()
         self.expected = f"Bearer {key}".encode("utf-8")
+        if max_body_bytes is None:  # serving.yaml's max_body_bytes, read when the app is built (not on import)
+            from serving.loading import load_serving_config
+
+            max_body_bytes = load_serving_config().max_body_bytes
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:

@@ -217,6 +217,7 @@ def served_app(home, prometheus_dir, max_batch_items: int = 50):
             mp.setenv("TRADECAST_SERVING__RUNTIME_FACTORY", "serving_support:make_runtime")
             mp.setenv("TRADECAST_SERVING__PREDICTION_LOG__FLUSH_INTERVAL_S", "0.2")
             mp.setenv("TRADECAST_SERVING__MAX_BATCH_ITEMS", str(max_batch_items))
+            mp.setenv("TRADECAST_SERVING__MAX_BODY_BYTES", "2000000")  # below the 8 MB default: the key is used
             mp.setenv("PROMETHEUS_MULTIPROC_DIR", str(prometheus_dir))
             from starlette.testclient import TestClient
 

@@ -164,8 +164,8 @@ def test_oversized_batch_and_body(served):
     client, _ = served
     r = post(client, "/score_risk_batch", [example("score_risk")] * 51)
     assert r.status_code == 413 and r.json()["field"] == "items" and "at most 50" in r.json()["error"]
-    r = client.post("/score_risk", content=b"x" * 9_000_000, headers=AUTH)
-    assert r.status_code == 413 and r.json()["field"] == "body"
+    r = client.post("/score_risk", content=b"x" * 3_000_000, headers=AUTH)  # serving.max_body_bytes = 2 MB here
+    assert r.status_code == 413 and r.json()["field"] == "body" and "at most 2000000" in r.json()["error"]
 
 
 def test_auth_required_on_predictions_not_on_health(served):
