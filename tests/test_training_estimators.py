@@ -88,6 +88,27 @@ def test_calibrated_classifier_is_calibrated_and_monotone():
         clone(est).fit(X, np.zeros(len(X)))
 
 
+def test_path_contributions_are_additive_and_agree_with_shap():
+    """Reason-code contributions (decision paths) add up to the raw score like LightGBM's TreeSHAP values, and
+    name the same strongest feature on rows where one feature clearly drives the score."""
+    from training.estimators import EncodedFrame
+
+    X, y, t = _classification()
+    est = LGBMCalibratedClassifier(numeric=["burst", "mismatch", "noise"], categorical=["market"], params=SMALL).fit(
+        X, y, sample_time=t)
+    booster = est.model_.booster_
+    matrix = EncodedFrame(X).matrix(est)
+    paths = est.contributions(X)
+    bias = est._paths.bias
+    np.testing.assert_allclose(paths.to_numpy().sum(axis=1) + bias, booster.predict(matrix, raw_score=True), atol=1e-9)
+    shap = pd.DataFrame(booster.predict(matrix, pred_contrib=True)[:, :4], columns=paths.columns)
+    risky = (est.predict_proba(X)[:, 1] > 0.5)
+    assert risky.sum() >= 20
+    agree = (paths[risky].idxmax(axis=1) == shap[risky].idxmax(axis=1)).mean()
+    assert agree >= 0.9, agree
+    assert np.corrcoef(paths.to_numpy().ravel(), shap.to_numpy().ravel())[0, 1] > 0.9
+
+
 def test_torch_quantile_regressor_learns_and_is_seeded():
     X, y = _regression(n=800)
     kw = dict(numeric=["x", "promo"], categorical=["cat"], epochs=15, batch_size=128, hidden=(16,), seed=3)
@@ -147,7 +168,10 @@ def test_matrix_path_equals_dataframe_path(rows):
     if rows > 1:
         part.iloc[1, part.columns.get_loc("cat")] = np.nan
     expected_p = _apply_platt(clf.calibrator_, _reference_raw(clf.model_, clf, part, raw_score=True))
-    expected_c = _reference_raw(clf.model_, clf, part, pred_contrib=True)[:, :-1]
+    from training.contributions import PathContributions
+
+    paths = PathContributions.from_booster(clf.model_.booster_)
+    expected_c = paths.predict(_reference_raw(clf.model_, clf, part, pred_leaf=True))[:, :-1]
     shared = EncodedFrame(part)
     for source in (part, shared):
         np.testing.assert_array_equal(clf.predict_proba(source)[:, 1], expected_p)

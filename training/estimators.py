@@ -296,10 +296,18 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-row feature contributions to the raw score (SHAP values from LightGBM), one column per feature."""
-        contrib = booster_predict(self.model_, model_matrix(self, X), pred_contrib=True)
-        return pd.DataFrame(np.asarray(contrib)[:, : len(self.columns_)], columns=self.columns_, index=X.index)
+    def contributions(self, X: "pd.DataFrame | EncodedFrame") -> pd.DataFrame:
+        """Per-row feature contributions to the raw score along each row's decision paths, one column per feature
+        (training.contributions: additive like LightGBM's TreeSHAP `pred_contrib`, about 20x cheaper per row,
+        which matters for reason codes on the request path). The path table is built on first use."""
+        from training.contributions import PathContributions
+
+        paths = self.__dict__.get("_paths")
+        if paths is None:
+            paths = PathContributions.from_booster(self.model_.booster_)
+            self._paths = paths
+        contrib = paths.predict(booster_predict(self.model_, model_matrix(self, X), pred_leaf=True))
+        return pd.DataFrame(contrib[:, : len(self.columns_)], columns=self.columns_, index=X.index)
 
 
 def _fit_platt(raw: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
