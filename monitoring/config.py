@@ -73,6 +73,11 @@ class FamilyMonitorConfig(ConfigModel):
     cat_threshold: float | None = 0.1
     noise_factor: float = Field(3.0, ge=0, description="distance thresholds are raised to noise_factor/sqrt(n) "
                                                         "for a window of n rows, so sampling noise alone never alerts")
+    block_noise_factor: float = Field(1.0, ge=0, description="distance thresholds are also raised to this times the "
+                                      "largest distance between one window-long block of the (time-stamped) "
+                                      "reference and the rest of it: the reference's own week-to-week movement; "
+                                      "0 = off")
+    min_block_rows: int = Field(30, ge=2, description="rows a reference block needs to count for the noise floor")
     per_column: dict[str, ColumnTest] = Field(default_factory=dict, description="overrides by column name")
     exclude_columns: list[str] = Field(default_factory=list, description="never tested for drift")
     max_categories: int = Field(50, ge=2, description="string columns with more distinct values are ids, skipped")

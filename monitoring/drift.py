@@ -162,12 +162,15 @@ def feature_candidates(reference: pd.DataFrame, current: pd.DataFrame, exclude: 
 
 def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: FamilyMonitorConfig,
                   feature_columns: Sequence[str] | None = None,
-                  prediction_columns: Sequence[str] | None = None) -> DriftResult:
+                  prediction_columns: Sequence[str] | None = None,
+                  time_column: str | None = None, block: pd.Timedelta | None = None) -> DriftResult:
     """Test every feature and prediction column of `current` against `reference` with Evidently.
 
     `feature_columns` defaults to `feature_candidates(...)`; `prediction_columns` to the configured outputs
-    (`out_<name>`) present in both frames. Returns per-column method, threshold, score and drifted flag, the
-    share of drifted features and whether the outputs drifted. Pure: same frames in, same result out.
+    (`out_<name>`) present in both frames. With `time_column` and `block` (the window's length), each distance
+    threshold is also raised to the reference's own block-to-block variation (`reference_noise_floors`).
+    Returns per-column method, threshold, score and drifted flag, the share of drifted features and whether the
+    outputs drifted. Pure: same frames in, same result out.
     """
     if feature_columns is None:
         feature_columns = feature_candidates(reference, current, settings.exclude_columns)
@@ -181,7 +184,9 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Fami
     skipped.update(missing_pred)
     skipped.update(pred_skipped)
     kinds = {**feat_kinds, **pred_kinds}
-    tested = run_column_tests(reference, current, kinds, settings) if kinds else {}
+    floors = reference_noise_floors(reference, kinds, settings, time_column, block) \
+        if kinds and time_column is not None and block is not None else {}
+    tested = run_column_tests(reference, current, kinds, settings, floors) if kinds else {}
     features = tuple(_column(tested[c], "feature", reference, current) for c in feat_kinds)
     predictions = tuple(_column(tested[c], "prediction", reference, current) for c in pred_kinds)
     return DriftResult(features=features, predictions=predictions, drift_share_threshold=settings.drift_share,
@@ -232,26 +237,77 @@ def effective_threshold(method: str | None, threshold: float | None, n_current: 
     return max(threshold, noise_factor / np.sqrt(n_current))
 
 
+def reference_noise_floors(reference: pd.DataFrame, kinds: dict[str, str], settings: FamilyMonitorConfig,
+                           time_column: str, block: pd.Timedelta) -> dict[str, float]:
+    """Per distance-tested column: `block_noise_factor` x the largest distance between one block of the reference
+    (as long as the window, counted back from its end) and the rest of the reference, with the same test.
+
+    Rolling lane/carrier statistics take one value per entity and day and move slowly, so the rows of a window are
+    far from independent: the sampling floor `noise_factor/sqrt(n)` assumes n independent rows and a week of them
+    differs from the weeks before by more than that without any shift. The reference's own week-to-week movement
+    measures that normal variation; a window must move further than the reference ever moved within itself.
+    Needs at least two blocks of `min_block_rows`; otherwise (or without the time column) no floors.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    factor = settings.block_noise_factor
+    if not factor or time_column not in reference.columns or block <= pd.Timedelta(0):
+        return {}
+    times = pd.to_datetime(reference[time_column], errors="coerce")
+    if times.notna().sum() < 2:
+        return {}
+    end = times.max() + pd.Timedelta(microseconds=1)
+    n_blocks = int((end - times.min()) / block)
+    masks = [((times >= end - (i + 1) * block) & (times < end - i * block)).to_numpy() for i in range(n_blocks)]
+    masks = [m for m in masks if settings.min_block_rows <= m.sum() <= len(reference) - settings.min_block_rows]
+    if len(masks) < 2:
+        return {}
+    floors: dict[str, float] = {}
+    for col, kind in kinds.items():
+        method, threshold = column_method(col, kind, settings)
+        if method is None or method in P_VALUE_METHODS:
+            continue
+        ctype = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
+        values = reference[col].reset_index(drop=True)
+        values = pd.to_numeric(values, errors="coerce").astype("float64") if kind == "numerical" else \
+            values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
+        scores = []
+        for mask in masks:
+            rest, part = values[~mask].dropna(), values[mask].dropna()
+            if len(rest) < 2 or len(part) < 2:
+                continue
+            test = get_stattest(rest, part, ctype, method)
+            scores.append(float(test(rest, part, ctype, threshold).drift_score))
+        if scores:
+            floors[col] = factor * max(scores)
+    return floors
+
+
 def value_drift_metrics(kinds: dict[str, str], settings: FamilyMonitorConfig, current: pd.DataFrame,
-                        order: Sequence[str] | None = None):
-    """One Evidently ValueDrift metric per column, with the configured test and its effective threshold."""
+                        order: Sequence[str] | None = None, floors: dict[str, float] | None = None):
+    """One Evidently ValueDrift metric per column, with the configured test and its effective threshold
+    (raised to the column's reference noise floor, when given)."""
     from evidently.metrics import ValueDrift
 
     metrics = []
     for col in order or list(kinds):
         method, threshold = column_method(col, kinds[col], settings)
         threshold = effective_threshold(method, threshold, int(current[col].notna().sum()), settings.noise_factor)
+        if floors and col in floors and threshold is not None:
+            threshold = max(threshold, floors[col])
         metrics.append(ValueDrift(column=col, method=method, threshold=threshold))
     return metrics
 
 
 def run_column_tests(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str],
-                     settings: FamilyMonitorConfig) -> dict[str, dict[str, Any]]:
+                     settings: FamilyMonitorConfig, floors: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """Run Evidently ValueDrift on each column; returns {column: {kind, method, threshold, score, drifted}}."""
     from evidently import Report
 
     ref_ds, cur_ds = evidently_frames(reference, current, kinds)
-    snapshot = Report(value_drift_metrics(kinds, settings, current), include_tests=True).run(cur_ds, ref_ds)
+    snapshot = Report(value_drift_metrics(kinds, settings, current, floors=floors),
+                      include_tests=True).run(cur_ds, ref_ds)
     data = snapshot.dict()
     status = {t["metric_config"]["metric_id"]: t["status"] for t in data["tests"]}
     out: dict[str, dict[str, Any]] = {}

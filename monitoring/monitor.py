@@ -80,7 +80,7 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     elif reference.empty:
         drift_note = f"no reference: {reference.source}"
     else:
-        drift = compute_drift(reference.frame, current, fam)
+        drift = compute_drift(reference.frame, current, fam, time_column=time_column, block=until - start)
 
     performance, segments = None, []
     if len(judged):

@@ -44,8 +44,9 @@ def build_drift_snapshot(reference: pd.DataFrame, current: pd.DataFrame, drift: 
     kinds = {c.column: c.kind for c in drift.features + drift.predictions}
     order = [c.column for c in drift.ordered_columns()]
     feature_cols = [c.column for c in drift.features]
+    tested = {c.column: c.threshold for c in drift.features + drift.predictions}  # noise floors included
     metrics: list[Any] = value_drift_metrics(kinds, settings, current, order=order[: len(drift.drifted_features())]
-                                             + [c.column for c in drift.predictions])
+                                             + [c.column for c in drift.predictions], floors=tested)
     if feature_cols:
         per_method = {c: m for c in feature_cols if (m := column_method(c, kinds[c], settings)[0]) is not None}
         per_threshold = {c.column: c.threshold for c in drift.features}

@@ -92,3 +92,38 @@ def test_distance_threshold_has_a_noise_floor():
     assert effective_threshold("wasserstein", 0.1, 100, 3.0) == pytest.approx(0.3)
     assert effective_threshold("wasserstein", 0.1, 10_000, 3.0) == pytest.approx(0.1)
     assert effective_threshold("ks", 0.05, 100, 3.0) == 0.05
+
+
+def entity_day_frame(start: str, days: int, seed: int, walk: np.ndarray | None = None, shift: float = 0.0):
+    """Rows carrying a per-carrier daily statistic that wanders from week to week (a rolling late rate), like the
+    lane/carrier features of the prediction log: 12 carriers, 40 rows a day, one value per carrier and day."""
+    rng = np.random.default_rng(seed)
+    walk = walk if walk is not None else np.cumsum(rng.normal(0, 0.02, (days, 12)), axis=0)
+    day = np.repeat(np.arange(days), 40)
+    carrier = rng.integers(0, 12, len(day))
+    level = 0.15 + 0.01 * np.arange(12)
+    return pd.DataFrame({
+        "event_time": pd.Timestamp(start) + pd.to_timedelta(day, unit="D") + pd.to_timedelta(rng.integers(0, 86400, len(day)), unit="s"),
+        "f_carrier_late_rate_28d": level[carrier] + walk[day, carrier] + shift,
+        "f_weight_kg": rng.lognormal(1.0, 0.5, len(day)) * (1 + shift),
+    }), walk
+
+
+def test_reference_block_noise_floor_absorbs_week_to_week_movement(settings):
+    """A carrier statistic that moves from week to week drifts under the sampling floor alone; the reference's own
+    block-to-block movement absorbs it, and a real shift still stands out."""
+    rng = np.random.default_rng(9)
+    walk = np.cumsum(rng.normal(0, 0.008, (35, 12)), axis=0)
+    both, _ = entity_day_frame("2026-03-01", 35, seed=8, walk=walk)
+    ref = both[both["event_time"] < pd.Timestamp("2026-03-29")].reset_index(drop=True)
+    cur = both[both["event_time"] >= pd.Timestamp("2026-03-29")].reset_index(drop=True)
+    plain = compute_drift(ref, cur, settings)
+    floored = compute_drift(ref, cur, settings, time_column="event_time", block=pd.Timedelta(days=7))
+    assert "f_carrier_late_rate_28d" in {c.column for c in plain.drifted_features()}  # the problem
+    assert floored.n_drifted == 0, [(c.column, c.score, c.threshold) for c in floored.features]
+    shifted = cur.assign(f_carrier_late_rate_28d=cur["f_carrier_late_rate_28d"] + 0.05)
+    found = compute_drift(ref, shifted, settings, time_column="event_time", block=pd.Timedelta(days=7))
+    assert [c.column for c in found.drifted_features()] == ["f_carrier_late_rate_28d"]
+    # without a time column (a training-sample reference) there is no block floor
+    assert compute_drift(ref.drop(columns="event_time"), cur, settings, time_column="event_time",
+                         block=pd.Timedelta(days=7)).to_dict() == plain.to_dict()
