@@ -6,9 +6,11 @@
     python experiments/bench_scaleout.py serve [--scale tiny] [--workers 1 2 4] [--duration 15] [--connections 16]
         /score_risk throughput and latency with N BentoML workers sharing Redis and the PostgreSQL registry
         (risk champion trained by the real pipeline; load from wrk)
-    python experiments/bench_scaleout.py train [--scale large] [--dask-workers 2]
+    python experiments/bench_scaleout.py train [--scale large] [--dask-workers 2] [--family demand|risk|both]
         demand model: training-set features + LightGBM fit in one process vs a Dask LocalCluster, and how close
-        the two models are on a later holdout
+        the two models are on a later holdout; risk (--family risk): the risk pipeline's training set (generated
+        data, computed feature sources, point-in-time join), then its P(fraud) and P(compliance) classifiers fitted
+        in one process vs through lightgbm.dask, compared on the latest 15% of orders
     python experiments/bench_scaleout.py all
 
 Each part prints its numbers and appends them as one JSON line to $TRADECAST_HOME/reports/bench_scaleout.jsonl
@@ -308,7 +310,68 @@ def bench_serve(scale: str, workers: list[int], duration: int, connections: int,
 # ----------------------------------------------------------------------------- train
 
 
-def bench_train(scale: str, dask_workers: int, base: Path) -> dict[str, Any]:
+def bench_train(scale: str, dask_workers: int, base: Path, family: str = "demand") -> list[dict[str, Any]]:
+    """Training in one process vs on a Dask LocalCluster of `dask_workers` processes: demand, risk or both."""
+    out = []
+    if family in ("demand", "both"):
+        out.append(bench_train_demand(scale, dask_workers, base))
+    if family in ("risk", "both"):
+        out.append(bench_train_risk(scale, dask_workers, base))
+    return out
+
+
+def bench_train_risk(scale: str, dask_workers: int, base: Path) -> dict[str, Any]:
+    """Risk training set, then both calibrated classifiers fitted in one process vs with lightgbm.dask."""
+    from training.config import load_family_config
+    from training.distributed import (RISK_LABELS, RISK_TOLERANCE, dask_client, fit_risk, risk_agreement,
+                                      risk_within_tolerance)
+    from training.risk import RiskFamily
+
+    home = base / f"train-risk-{scale}"
+    t0 = time.perf_counter()
+    prepare_data(home, scale)
+    results: dict[str, Any] = {"part": "train", "family": "risk", "scale": scale, "dask_workers": dask_workers,
+                               "prepare_s": time.perf_counter() - t0}
+    cfg = load_family_config("risk")
+    t0 = time.perf_counter()
+    ts = RiskFamily(cfg).build_training_set(lambda m: say(f"  {m}"))
+    results["training_set_s"] = time.perf_counter() - t0
+    frame = ts.frame
+    cut = pd.to_datetime(frame["ordered_at"]).quantile(0.85)
+    ordered = pd.to_datetime(frame["ordered_at"])
+    train, test = frame[ordered < cut].reset_index(drop=True), frame[ordered >= cut].reset_index(drop=True)
+    results.update(train_rows=int(len(train)), holdout_rows=int(len(test)), features=len(ts.numeric) + len(ts.categorical),
+                   **{f"{label}_holdout_positives": int(test[label].sum()) for label in RISK_LABELS})
+    say(f"  risk ({scale}): training set {results['training_set_s']:.0f}s; {len(train):,} training / {len(test):,} "
+        f"holdout orders x {results['features']} features; holdout positives "
+        + ", ".join(f"{label} {int(test[label].sum())}" for label in RISK_LABELS))
+    local, dist = {}, {}
+    for label in RISK_LABELS:
+        t0 = time.perf_counter()
+        local[label] = fit_risk(train, label, ts.numeric, ts.categorical, cfg)
+        results[f"{label}_local_fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with dask_client(scheduler="", workers=dask_workers) as client:
+        results["dask_cluster_start_s"] = time.perf_counter() - t0
+        for label in RISK_LABELS:
+            t0 = time.perf_counter()
+            dist[label] = fit_risk(train, label, ts.numeric, ts.categorical, cfg, client=client)
+            results[f"{label}_dask_fit_s"] = time.perf_counter() - t0
+    results["within_tolerance"] = True
+    for label in RISK_LABELS:
+        agree = risk_agreement(local[label], dist[label], test, test[label], cfg.false_alarm_rate)
+        results[f"{label}_agreement"] = agree
+        results["within_tolerance"] &= risk_within_tolerance(agree)
+        say(f"  {label}: fit one process {results[f'{label}_local_fit_s']:.1f}s, dask {results[f'{label}_dask_fit_s']:.1f}s"
+            " | PR-AUC {pr_auc_local:.4f} vs {pr_auc_dask:.4f} (diff {pr_auc_diff:+.4f}); recall at 3% false alarms "
+            "{recall_at_fa_local:.4f} vs {recall_at_fa_dask:.4f} (diff {recall_at_fa_diff:+.4f}); Brier {brier_local:.5f} "
+            "vs {brier_dask:.5f}; probability correlation {p_correlation:.4f}".format(**agree))
+    say(f"  dask cluster start {results['dask_cluster_start_s']:.0f}s; within RISK_TOLERANCE {RISK_TOLERANCE}: "
+        f"{results['within_tolerance']}")
+    return results
+
+
+def bench_train_demand(scale: str, dask_workers: int, base: Path) -> dict[str, Any]:
     """Demand training set + fit in one process vs on a Dask LocalCluster of `dask_workers` processes."""
     from features.generate import generate_tables, load_data_config
     from training.config import load_family_config
@@ -319,7 +382,7 @@ def bench_train(scale: str, dask_workers: int, base: Path) -> dict[str, Any]:
     tables = generate_tables(load_data_config(None), scale=scale, seed=7)
     sales, skus = tables["daily_sales"], tables["skus"]
     del tables
-    results: dict[str, Any] = {"part": "train", "scale": scale, "dask_workers": dask_workers,
+    results: dict[str, Any] = {"part": "train", "family": "demand", "scale": scale, "dask_workers": dask_workers,
                                "daily_sales_rows": int(len(sales)), "generate_s": time.perf_counter() - t0}
     say(f"  {scale}: {len(sales):,} daily_sales rows generated in {results['generate_s']:.0f}s")
     cfg = load_family_config("demand")
@@ -369,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--dask-workers", type=int, default=2)
+    parser.add_argument("--family", choices=["demand", "risk", "both"], default="demand",
+                        help="train: which family to time one process vs Dask (default demand)")
     parser.add_argument("--fresh", action="store_true", help="serve: retrain and re-materialize even if a run left them")
     parser.add_argument("--home", type=Path, default=None, help="scratch folder (default: a new one under /tmp)")
     parser.add_argument("--out", type=Path, default=None, help="JSON lines file to append results to")
@@ -383,16 +448,17 @@ def main(argv: list[str] | None = None) -> None:
         say(f"== {part}")
         if part == "lookup":
             env = services_env()
-            res = bench_lookup(args.scale or "small", args.lookups, base, with_db(env["REDIS_URL"], 8))
+            found = [bench_lookup(args.scale or "small", args.lookups, base, with_db(env["REDIS_URL"], 8))]
         elif part == "serve":
-            res = bench_serve(args.scale or "tiny", args.workers, args.duration, args.connections, base, services_env(),
-                              args.fresh)
+            found = [bench_serve(args.scale or "tiny", args.workers, args.duration, args.connections, base,
+                                 services_env(), args.fresh)]
         else:
-            res = bench_train(args.scale or "large", args.dask_workers, base)
-        res["load_average"] = os.getloadavg()[0]
-        res["cores"] = os.cpu_count()
-        with open(out, "a") as fh:
-            fh.write(json.dumps(res, default=float) + "\n")
+            found = bench_train(args.scale or "large", args.dask_workers, base, args.family)
+        for res in found:
+            res["load_average"] = os.getloadavg()[0]
+            res["cores"] = os.cpu_count()
+            with open(out, "a") as fh:
+                fh.write(json.dumps(res, default=float) + "\n")
     say(f"results appended to {out}")
 
 

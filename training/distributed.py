@@ -6,24 +6,38 @@ tcp://scheduler:8786, set directly or by the `shared` profile) or, when none is 
 
 - `training_cluster()`: wraps a training pipeline (training.pipeline.train_family). When `dask_enabled()`
   ($TRADECAST_DASK, or $DASK_SCHEDULER set) it opens a client that is also dask's default scheduler, so Feast's
-  file offline store (built on dask.dataframe) runs the point-in-time training-set joins on the cluster, and
-  `active_client()` makes the demand family train its LightGBM through lightgbm.dask.
+  file offline store (built on dask.dataframe) runs the point-in-time training-set joins on the cluster (with a
+  family's `feature_join: feast`; the default `asof` join is pandas in this process), and `active_client()`
+  makes the demand and risk families train their LightGBM through lightgbm.dask.
 - `demand_series_dask`: the demand feature view (features.compute.compute_demand_series, the very same
   function) computed over partitions of whole series with dask.dataframe, so no process holds the full
   periods x series matrix. Rows are identical to the single-process computation.
 - `DaskLGBMQuantileRegressor`: training.estimators.LGBMQuantileRegressor trained through `lightgbm.dask`
   (data-parallel LightGBM across the workers). `.to_local()` returns a plain LGBMQuantileRegressor, so the
   packaged model, MLflow logging and serving need no Dask.
+- `DaskLGBMCalibratedClassifier`: training.estimators.LGBMCalibratedClassifier (the risk family's P(fraud) and
+  P(compliance) model) whose booster is trained by `lightgbm.dask.DaskLGBMClassifier`; the class weighting
+  (sqrt(neg/pos)), monotone constraints, time-ordered calibration slice and Platt calibration are the parent's
+  own code (only `_fit_booster` differs; calibration runs in this process on the calibration slice).
+  `.to_local()` returns a plain LGBMCalibratedClassifier; training.risk packages that.
 - `demand_training_frame(...)`: demand examples with point-in-time features without the Feast file join (for
   data beyond it), features computed on Dask when a client is given.
 - `fit_demand(frame, numeric, categorical, config, client=None)`: the demand pipeline's estimator (same
   params, quantiles, monotone constraints, log target as training/demand.py), local or on Dask.
-- `agreement(...)`: how close a Dask-trained model is to the single-process one on the same rows.
+- `fit_risk(frame, label, numeric, categorical, config, client=None)`: the risk pipeline's classifier for
+  `is_fraud_label` or `is_compliance_label` (settings of training/risk.py RiskFamily._lgbm), local or on Dask.
+- `agreement(...)` / `risk_agreement(...)`: how close a Dask-trained model is to the single-process one on the
+  same rows; `within_tolerance` / `risk_within_tolerance` check it against the tolerances below.
 
 Tolerance (measured in tests/test_scaleout_dask.py and experiments/bench_scaleout.py): data-parallel LightGBM
 builds its histogram bins from each worker's share of the rows and sums histograms across workers, so trees
-differ slightly from single-process trees; we require |accuracy difference| <= DEMAND_TOLERANCE["accuracy"]
-(absolute, accuracy = 1 - WAPE) and the P50 forecasts to correlate >= DEMAND_TOLERANCE["p50_correlation"].
+differ slightly from single-process trees.
+- demand: |accuracy difference| <= DEMAND_TOLERANCE["accuracy"] (absolute, accuracy = 1 - WAPE) and the P50
+  forecasts correlate >= DEMAND_TOLERANCE["p50_correlation"].
+- risk, on a later holdout, per label: |PR-AUC difference| <= RISK_TOLERANCE["pr_auc"], |recall at the 3%
+  false-alarm rate difference| <= RISK_TOLERANCE["recall_at_fa"] (both absolute) and the calibrated
+  probabilities correlate (Pearson) >= RISK_TOLERANCE["p_correlation"]. Recall at 3% false alarms moves in steps
+  of 1/positives, so the holdout needs a few hundred positives for the bound to mean something.
 """
 
 from __future__ import annotations
@@ -36,10 +50,13 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from training.estimators import LGBMQuantileRegressor, _monotone_vector, encode_frame, fit_categories, lgbm_params
+from training.estimators import (LGBMCalibratedClassifier, LGBMQuantileRegressor, _monotone_vector, encode_frame,
+                                 fit_categories, lgbm_params)
 from tradecast.errors import TradecastError
 
 DEMAND_TOLERANCE = {"accuracy": 0.02, "p50_correlation": 0.97}
+RISK_TOLERANCE = {"pr_auc": 0.03, "recall_at_fa": 0.05, "p_correlation": 0.93}
+RISK_LABELS = ("is_fraud_label", "is_compliance_label")
 _PAD_SERIES_SKU = "__dask_pad__"
 
 
@@ -243,6 +260,19 @@ def demand_training_frame(daily_sales: pd.DataFrame, skus: pd.DataFrame, config:
 # ----------------------------------------------------------------------------- training
 
 
+def _scatter_rows(client: Any, X: pd.DataFrame, y: np.ndarray, parts: list[np.ndarray]) -> tuple[Any, Any]:
+    """Dask DataFrame / Series of the rows `parts` (positions into X and y), one partition each, scattered to the
+    workers: not embedded in the task graph, which would copy them through the scheduler. On a real cluster the
+    frame would rather come from Feast's join already distributed."""
+    import dask.dataframe as dd
+
+    x_parts = client.scatter([X.iloc[idx].reset_index(drop=True) for idx in parts])
+    y_parts = client.scatter([pd.Series(y[idx], name="target") for idx in parts])
+    dX = dd.from_delayed(x_parts, meta=X.iloc[:0], verify_meta=False)
+    dy = dd.from_delayed(y_parts, meta=pd.Series([], dtype=y.dtype, name="target"), verify_meta=False)
+    return dX, dy
+
+
 class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
     """LGBMQuantileRegressor trained with lightgbm.dask (data-parallel LightGBM on the client's workers).
 
@@ -262,7 +292,6 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         self.partitions = partitions
 
     def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> "DaskLGBMQuantileRegressor":
-        import dask.dataframe as dd
         import lightgbm.dask as lgbd
 
         client = self.client or active_client()
@@ -281,13 +310,7 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         # rows are shuffled before partitioning so each worker sees every period and series (time-ordered
         # partitions would give each worker a different era and skew its bin boundaries)
         order = np.random.default_rng(0).permutation(len(Xm))
-        # scatter the row parts to the workers (not embedded in the task graph, which would copy them through
-        # the scheduler); on a real cluster the frame would rather come from Feast's join already distributed
-        parts = np.array_split(order, n_parts)
-        x_parts = client.scatter([Xm.iloc[idx].reset_index(drop=True) for idx in parts])
-        y_parts = client.scatter([pd.Series(target[idx], name="target") for idx in parts])
-        dX = dd.from_delayed(x_parts, meta=Xm.iloc[:0], verify_meta=False)
-        dy = dd.from_delayed(y_parts, meta=pd.Series([], dtype="float64", name="target"), verify_meta=False)
+        dX, dy = _scatter_rows(client, Xm, target, np.array_split(order, n_parts))
         params = dict(self.params or lgbm_params(None))
         params.pop("n_jobs", None)  # lightgbm.dask uses each worker's thread count
         method = params.pop("monotone_constraints_method", "advanced")  # as LGBMQuantileRegressor.fit does
@@ -315,6 +338,67 @@ class DaskLGBMQuantileRegressor(LGBMQuantileRegressor):
         for name in ("numeric_", "categories_", "columns_", "center_", "constrained_", "models_",
                      "feature_importances_"):
             setattr(local, name, getattr(self, name))
+        return local
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["client"] = None  # a live client does not pickle
+        return state
+
+
+class DaskLGBMCalibratedClassifier(LGBMCalibratedClassifier):
+    """LGBMCalibratedClassifier whose LightGBM booster is trained with lightgbm.dask.DaskLGBMClassifier.
+
+    Everything else is the parent's `fit`: time order, the calibration slice, sqrt(neg/pos) class weighting,
+    monotone constraints and Platt calibration (computed in this process on the calibration slice).
+    `client`: a distributed.Client (default: `active_client()`; with neither, it trains in this process like its
+    parent class); `partitions`: row partitions of the training rows (default 2 per worker, never more than
+    positives). Partitions are stratified by class, so every worker sees the same fraud rate.
+    `dask_workers_`: workers of the cluster the booster was trained on (0: trained in this process). `to_local()` gives the
+    equivalent LGBMCalibratedClassifier for packaging.
+    """
+
+    def __init__(self, numeric: list[str] | None = None, categorical: list[str] | None = None,
+                 params: dict[str, Any] | None = None, calibration_share: float = 0.2,
+                 monotone: dict[str, int] | None = None, balance: str = "sqrt", client: Any = None,
+                 partitions: int | None = None):
+        super().__init__(numeric=numeric, categorical=categorical, params=params,
+                         calibration_share=calibration_share, monotone=monotone, balance=balance)
+        self.client = client
+        self.partitions = partitions
+
+    def _fit_booster(self, X: pd.DataFrame, labels: np.ndarray, params: dict[str, Any]) -> Any:
+        import lightgbm.dask as lgbd
+
+        client = self.client or active_client()
+        if client is None:  # e.g. a clone refitted outside a training_cluster(): same model, in this process
+            self.dask_workers_ = 0
+            return super()._fit_booster(X, labels, params)
+        labels = np.asarray(labels, dtype="int64")
+        n_parts = max(1, min(self.partitions or 2 * n_workers(client), int(labels.sum())))
+        rng = np.random.default_rng(0)
+        pos = np.array_split(rng.permutation(np.flatnonzero(labels == 1)), n_parts)
+        neg = np.array_split(rng.permutation(np.flatnonzero(labels != 1)), n_parts)
+        dX, dy = _scatter_rows(client, X, labels, [np.sort(np.concatenate(pn)) for pn in zip(pos, neg)])
+        params = dict(params)
+        n_jobs = params.pop("n_jobs", None)  # lightgbm.dask uses each worker's thread count
+        model = lgbd.DaskLGBMClassifier(client=client, objective="binary", **params)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            model.fit(dX, dy)
+        self.dask_workers_ = n_workers(client)
+        local = model.to_local()
+        if n_jobs is not None:
+            local.set_params(n_jobs=n_jobs)  # predictions use the configured threads, as the local model does
+        return local
+
+    def to_local(self) -> LGBMCalibratedClassifier:
+        """The fitted model as a plain LGBMCalibratedClassifier (no Dask reference; picklable, servable)."""
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in ("client", "partitions")}
+        local = LGBMCalibratedClassifier(**params)
+        for name, value in self.__dict__.items():
+            if name.endswith("_") and not name.startswith("_") and name != "dask_workers_":
+                setattr(local, name, value)
         return local
 
     def __getstate__(self) -> dict[str, Any]:
@@ -365,3 +449,54 @@ def within_tolerance(result: dict[str, float], tolerance: dict[str, float] | Non
     """True when `agreement` output is within DEMAND_TOLERANCE (or `tolerance`)."""
     tol = tolerance or DEMAND_TOLERANCE
     return abs(result["accuracy_diff"]) <= tol["accuracy"] and result["p50_correlation"] >= tol["p50_correlation"]
+
+
+def risk_estimator_args(numeric: list[str], categorical: list[str], config: Any, label: str) -> dict[str, Any]:
+    """The risk pipeline's classifier settings for `label` (is_fraud_label or is_compliance_label), taken from
+    training/risk.py RiskFamily._lgbm itself, from a RiskConfig."""
+    from types import SimpleNamespace
+
+    from training.risk import MONOTONE_COMPLIANCE, MONOTONE_FRAUD, RiskFamily
+
+    if label not in RISK_LABELS:
+        raise TradecastError(f"risk label '{label}': choose one of {', '.join(RISK_LABELS)}")
+    monotone = MONOTONE_FRAUD if label == "is_fraud_label" else MONOTONE_COMPLIANCE
+    est = RiskFamily(config)._lgbm(SimpleNamespace(numeric=numeric, categorical=categorical), monotone)
+    return {k: v for k, v in est.get_params(deep=False).items() if k not in ("client", "partitions")}
+
+
+def fit_risk(frame: pd.DataFrame, label: str, numeric: list[str], categorical: list[str], config: Any,
+             client: Any | None = None) -> LGBMCalibratedClassifier:
+    """Fit the risk pipeline's calibrated classifier for `label` on `frame` (time column `ordered_at`): in this
+    process when `client` is None, else with its booster trained on the Dask cluster behind `client`. Either
+    way returns a plain LGBMCalibratedClassifier."""
+    args = risk_estimator_args(numeric, categorical, config, label)
+    t = pd.to_datetime(frame["ordered_at"])
+    if client is None:
+        return LGBMCalibratedClassifier(**args).fit(frame, frame[label], sample_time=t)
+    return DaskLGBMCalibratedClassifier(client=client, **args).fit(frame, frame[label], sample_time=t).to_local()
+
+
+def risk_agreement(local: Any, distributed: Any, X: pd.DataFrame, y: np.ndarray | pd.Series,
+                   false_alarm_rate: float = 0.03) -> dict[str, float]:
+    """Compare two risk classifiers on the same rows: PR-AUC and recall at `false_alarm_rate` of each and their
+    differences, Brier of each, Pearson correlation of the probabilities and their largest absolute difference."""
+    from training import metrics as M
+
+    y = np.asarray(y).astype(int)
+    pl, pdist = local.predict_proba(X)[:, 1], distributed.predict_proba(X)[:, 1]
+    ml = M.classifier_metrics(y, pl, false_alarm_rate)
+    md = M.classifier_metrics(y, pdist, false_alarm_rate)
+    return {"pr_auc_local": ml["pr_auc"], "pr_auc_dask": md["pr_auc"], "pr_auc_diff": md["pr_auc"] - ml["pr_auc"],
+            "recall_at_fa_local": ml["recall_at_fa"], "recall_at_fa_dask": md["recall_at_fa"],
+            "recall_at_fa_diff": md["recall_at_fa"] - ml["recall_at_fa"],
+            "brier_local": ml["brier"], "brier_dask": md["brier"],
+            "p_correlation": float(np.corrcoef(pl, pdist)[0, 1]), "p_max_abs_diff": float(np.max(np.abs(pl - pdist))),
+            "positives": float(y.sum()), "n": float(len(y))}
+
+
+def risk_within_tolerance(result: dict[str, float], tolerance: dict[str, float] | None = None) -> bool:
+    """True when `risk_agreement` output is within RISK_TOLERANCE (or `tolerance`)."""
+    tol = tolerance or RISK_TOLERANCE
+    return (abs(result["pr_auc_diff"]) <= tol["pr_auc"] and abs(result["recall_at_fa_diff"]) <= tol["recall_at_fa"]
+            and result["p_correlation"] >= tol["p_correlation"])

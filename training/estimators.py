@@ -249,8 +249,6 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         self.balance = balance
 
     def fit(self, X: pd.DataFrame, y: Any, sample_time: Any = None) -> "LGBMCalibratedClassifier":
-        import lightgbm as lgb
-
         labels = np.asarray(y).astype(int)
         if len(np.unique(labels)) < 2:
             raise TradecastError("classifier training data has a single class; need both positives and negatives")
@@ -277,8 +275,7 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         mono = _monotone_vector(self.columns_, self.monotone)
         if any(mono):
             params["monotone_constraints"] = mono
-        self.model_ = lgb.LGBMClassifier(objective="binary", **params)
-        self.model_.fit(Xm.iloc[fit_idx], labels[fit_idx])
+        self.model_ = self._fit_booster(Xm.iloc[fit_idx], labels[fit_idx], params)
         cal_X = Xm.iloc[len(labels) - n_cal:] if n_cal else Xm
         cal_y = labels[len(labels) - n_cal:] if n_cal else labels
         raw = self.model_.predict(cal_X, raw_score=True)
@@ -287,6 +284,13 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         self.feature_importances_ = self.model_.booster_.feature_importance("gain")
         return self
+
+    def _fit_booster(self, X: pd.DataFrame, labels: np.ndarray, params: dict[str, Any]) -> Any:
+        """The fitted lightgbm.LGBMClassifier on the encoded training rows (a subclass may train it elsewhere:
+        training.distributed.DaskLGBMCalibratedClassifier trains it on Dask)."""
+        import lightgbm as lgb
+
+        return lgb.LGBMClassifier(objective="binary", **params).fit(X, labels)
 
     def predict_proba(self, X: "pd.DataFrame | EncodedFrame") -> np.ndarray:
         raw = booster_predict(self.model_, model_matrix(self, X), raw_score=True)

@@ -6,6 +6,8 @@ Positives wait for the window too, so the recent rows used for calibration are n
 chargebacks (which would inflate P(fraud)). Class imbalance: positives are up-weighted by sqrt(neg/pos) in
 LightGBM and the probabilities are then Platt-calibrated on the latest time slice of the training rows.
 Reason codes: the features with the largest positive LightGBM contributions (pred_contrib), in readable words.
+Inside training.distributed.training_cluster() the LightGBM boosters are trained through lightgbm.dask
+(DaskLGBMCalibratedClassifier: same weighting and calibration) and packaged as plain local classifiers.
 """
 
 from __future__ import annotations
@@ -194,12 +196,14 @@ class RiskFamily:
                                     min_train=50)
 
     def _lgbm(self, ts: TrainingSet, monotone: dict[str, int]):
+        from training.distributed import DaskLGBMCalibratedClassifier, active_client
         from training.estimators import LGBMCalibratedClassifier, lgbm_params
 
-        return LGBMCalibratedClassifier(numeric=ts.numeric, categorical=ts.categorical,
-                                        params=lgbm_params(self.config.lightgbm),
-                                        calibration_share=self.config.calibration_share,
-                                        monotone={k: v for k, v in monotone.items() if k in ts.numeric})
+        # booster trained on a Dask cluster when the pipeline runs inside training.distributed.training_cluster()
+        cls = DaskLGBMCalibratedClassifier if active_client() is not None else LGBMCalibratedClassifier
+        return cls(numeric=ts.numeric, categorical=ts.categorical, params=lgbm_params(self.config.lightgbm),
+                   calibration_share=self.config.calibration_share,
+                   monotone={k: v for k, v in monotone.items() if k in ts.numeric})
 
     def _estimators(self, ts: TrainingSet, candidate: str) -> dict[str, Any]:
         fraud = self._torch(ts) if candidate == "pytorch" else self._lgbm(ts, MONOTONE_FRAUD)
@@ -222,6 +226,11 @@ class RiskFamily:
         return estimators
 
     def _model(self, estimators: dict[str, Any], ts: TrainingSet, candidate: str) -> TradecastModel:
+        from training.distributed import DaskLGBMCalibratedClassifier
+
+        # packaged without Dask: a Dask-trained classifier becomes the plain LGBMCalibratedClassifier it equals
+        estimators = {k: v.to_local() if isinstance(v, DaskLGBMCalibratedClassifier) else v
+                      for k, v in estimators.items()}
         spec = {"input_columns": ts.input_columns, "output_columns": OUTPUTS, "numeric": ts.numeric,
                 "categorical": ts.categorical, "levels": self.config.levels.model_dump(),
                 "reason_codes": self.config.reason_codes, "reason_names": dict(self.config.reason_names),
