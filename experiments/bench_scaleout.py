@@ -221,7 +221,7 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout_s: float = 240) -> No
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"tradecast serve exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"tradecast serve exited early (exit {proc.returncode}); see its log in the bench home")
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
@@ -279,9 +279,10 @@ def bench_serve(scale: str, workers: list[int], duration: int, connections: int,
         port = _free_port()
         senv = dict(penv, TRADECAST_API_KEY=key, TRADECAST_SERVING__RELOAD_POLL_S="0", TRADECAST_SERVING__FAMILIES="[risk]",
                     TRADECAST_SERVING__PREDICTION_LOG__FSYNC="false")
+        # the server's output goes to a file: an unread pipe fills up with BentoML's access log and stalls it
+        log = (home / f"serve_workers_{n}.log").open("w")
         proc = subprocess.Popen([str(TRADECAST), "serve", "--port", str(port), "--workers", str(n)], env=senv,
-                                cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                cwd=home, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, proc)
@@ -300,6 +301,7 @@ def bench_serve(scale: str, workers: list[int], duration: int, connections: int,
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            log.close()
         results[f"workers_{n}"] = {"c1": single, f"c{connections}": loaded}
         say(f"  /score_risk workers={n}: 1 conn p50 {single['p50_ms']:.1f} ms p99 {single['p99_ms']:.1f} ms "
             f"{single['rps']:.0f} req/s | {connections} conns {loaded['rps']:.0f} req/s p50 {loaded['p50_ms']:.1f} ms "
