@@ -362,11 +362,58 @@ def _delivery_stats(sh: pd.DataFrame, key: str, prefix: str, windows: tuple[int,
     return grid.long(cols, key, active)
 
 
+def corridor_of(mode: pd.Series, destination_market: pd.Series) -> pd.Series:
+    """mode|destination region (e.g. sea|europe): the corridor a lane belongs to."""
+    from features.schema import MARKET_REGION
+
+    region = destination_market.astype(str).map(MARKET_REGION).fillna(destination_market.astype(str))
+    return mode.astype(str).to_numpy(object) + "|" + region.astype(str)
+
+
+def _corridor_stats(sh: pd.DataFrame, windows: tuple[int, ...], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Per corridor (mode|destination region) and day, stamped like the lane rows: the mean transit/promise ratio
+    and the number of deliveries of the last w days, and the share of the corridor's shipments in transit that
+    are past their promised date (open and overdue: known before the late ones are delivered, censoring-aware).
+
+    A lane alone sees a handful of sea deliveries a month; a disruption hits a corridor (sea lanes to Europe), and
+    pooled over it the recent transit-to-promise ratio is measured on enough shipments to follow the shift."""
+    grid = DailyGrid(pd.Index(np.sort(sh["corridor"].unique())), start, end)
+    dl = sh[sh["delivered_at"].notna()]
+    k_dl, t_dl = dl["corridor"], dl["delivered_at"]
+    ratio_s = grid.bin(k_dl, t_dl, dl["delay_ratio"])
+    ratio_n = grid.bin(k_dl, t_dl, dl["delay_ratio"].notna().astype(float))
+    cols: dict[str, np.ndarray] = {}
+    for w in windows:
+        cols[f"corridor_delay_ratio_{w}d"] = _safe_div(_roll_sum(ratio_s, w), _roll_sum(ratio_n, w))
+        cols[f"corridor_delivered_{w}d"] = _roll_sum(ratio_n, w)
+    created = grid.bin(sh["corridor"], sh["created_at"])
+    delivered = grid.bin(k_dl, t_dl)
+    in_transit = np.cumsum(created, axis=0) - np.cumsum(delivered, axis=0)
+    promised = pd.to_numeric(sh["promised_days"], errors="coerce")
+    due = sh["created_at"] + pd.to_timedelta(promised.where(promised > 0), unit="D")
+    # open and overdue at T: due before T and not delivered before T = #(due < T) - #(max(due, delivered) < T)
+    closed = due.where(sh["delivered_at"].isna() | (due >= sh["delivered_at"]), sh["delivered_at"])
+    closed = closed.where(sh["delivered_at"].notna() & due.notna(), pd.NaT)
+    overdue_open = np.cumsum(grid.bin(sh["corridor"], due), axis=0) - np.cumsum(grid.bin(sh["corridor"], closed), axis=0)
+    cols["corridor_overdue_share"] = _safe_div(overdue_open, in_transit)
+    active = np.cumsum(created + delivered, axis=0) > 0
+    return grid.long(cols, "corridor", active)
+
+
 def compute_delay_lane(shipments: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame:
-    """Per lane|mode and day: transit level/spread/quantiles, late rate, clearance, inspection, congestion."""
+    """Per lane|mode and day: transit level/spread/quantiles, late rate, clearance, inspection, congestion, and the
+    statistics of the lane's corridor (mode|destination region) on the same day."""
     sh = _shipments_prepared(shipments)
     start, end = sh["created_at"].min(), max(sh["created_at"].max(), sh["delivered_at"].max())
-    return _delivery_stats(sh, "lane_mode", "lane", cfg.delay_windows_days, True, start, end)
+    lanes = _delivery_stats(sh, "lane_mode", "lane", cfg.delay_windows_days, True, start, end)
+    sh["corridor"] = corridor_of(sh["mode"], sh["destination_market"])
+    corridors = _corridor_stats(sh, cfg.delay_windows_days, start, end)
+    lane_corridor = sh.drop_duplicates("lane_mode").set_index("lane_mode")["corridor"]
+    lanes["corridor"] = lanes["lane_mode"].map(lane_corridor)
+    out = lanes.merge(corridors, on=["corridor", "event_timestamp"], how="left").drop(columns="corridor")
+    counts = [c for c in out.columns if c.startswith("corridor_delivered_")]
+    out[counts] = out[counts].fillna(0.0)
+    return out
 
 
 def compute_delay_carrier(shipments: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame:

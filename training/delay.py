@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+
 from training import metrics as M
 from training.backtest import FitPredict, Fold, rolling_cutoffs, rolling_origin_folds
 from training.baselines import LaneMedianBaseline
@@ -38,6 +40,62 @@ MONOTONE_FIXED = {"customs_level": 1, "promised_minus_lane_median": -1, "promise
 # promise-vs-lane differences: for P(late) a looser promise means less risk (-1); the transit model leaves them
 # out, because the promise also tells how slow the carrier is, which would fight the lane constraint
 PROMISE_VS_LANE = ("promised_minus_lane_median", "promised_vs_lane_p90")
+
+
+# The transit model predicts multiples of the shipment's promise times its corridor's recent transit-to-promise
+# ratio (mode|destination region, deliveries of the last 28 days; the promise alone when the corridor had fewer than
+# LEVEL_MIN_DELIVERED deliveries): the level a shipment created now should expect.
+LEVEL_RATIO = "corridor_delay_ratio_28d"
+LEVEL_COUNT = "corridor_delivered_28d"
+LEVEL_MIN_DELIVERED = 10
+LEVEL_BASE = "promised_days"
+
+
+class LaneRelativeRegressor(RegressorMixin, BaseEstimator):
+    """Transit quantiles as (current level) x (a learned multiple): `inner` is fitted on transit / level, where
+    level = promised days x the corridor's recent transit/promise ratio.
+
+    Trees cannot extrapolate: a model fitted on transit directly caps its answer at the slowest level it saw with
+    labels, so when a corridor slows down (a Red Sea diversion adds 1-2 weeks to sea lanes to Europe) a retrain has
+    to wait until slow shipments with labels pile up, and those are the last to be delivered (censoring). As a
+    multiple of the level the corridor shows now, the answer follows the corridor as soon as its recent deliveries
+    do. A slower lane never lowers the answer: the level does not depend on the lane's own statistics and the
+    multiple never falls with them (`inner`'s monotone constraints).
+    """
+
+    def __init__(self, inner: Any = None, ratio: str = LEVEL_RATIO, count: str = LEVEL_COUNT,
+                 min_count: float = LEVEL_MIN_DELIVERED, base: str = LEVEL_BASE):
+        self.inner = inner
+        self.ratio = ratio
+        self.count = count
+        self.min_count = min_count
+        self.base = base
+
+    def reference_level(self, X: pd.DataFrame) -> np.ndarray:
+        """The expected transit level per row (at least 0.5 day)."""
+        def col(name: str) -> np.ndarray:
+            if name not in X:
+                return np.full(len(X), np.nan)
+            return pd.to_numeric(X[name], errors="coerce").to_numpy(dtype="float64")
+
+        ratio, count, base = col(self.ratio), col(self.count), col(self.base)
+        ok = np.isfinite(ratio) & (ratio > 0) & (np.nan_to_num(count, nan=0.0) >= self.min_count)
+        base = np.where(np.isfinite(base) & (base > 0), base, self.default_level_)
+        return np.clip(base * np.where(ok, ratio, 1.0), 0.5, None)
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> "LaneRelativeRegressor":
+        target = np.asarray(y, dtype="float64")
+        self.default_level_ = float(np.nanmedian(target)) if len(target) else 1.0
+        self.inner_ = clone(self.inner).fit(X, target / self.reference_level(X), sample_weight=sample_weight)
+        self.columns_ = self.inner_.columns_
+        self.feature_importances_ = self.inner_.feature_importances_
+        return self
+
+    def predict_quantiles(self, X: pd.DataFrame) -> np.ndarray:
+        return self.inner_.predict_quantiles(X) * self.reference_level(X)[:, None]
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.inner_.predict(X) * self.reference_level(X)
 
 
 def monotone_constraints(numeric: list[str], late: bool) -> dict[str, int]:
@@ -148,9 +206,9 @@ class DelayFamily:
         params = lgbm_params(self.config.lightgbm)
         transit_numeric = [c for c in ts.numeric if c not in PROMISE_VS_LANE]
         return {
-            "transit": LGBMQuantileRegressor(numeric=transit_numeric, categorical=ts.categorical, quantiles=(0.5, 0.9),
-                                             params=params, log_target=True,
-                                             monotone=monotone_constraints(transit_numeric, late=False)),
+            "transit": LaneRelativeRegressor(LGBMQuantileRegressor(
+                numeric=transit_numeric, categorical=ts.categorical, quantiles=(0.5, 0.9), params=params,
+                log_target=True, monotone=monotone_constraints(transit_numeric, late=False))),
             "late": LGBMCalibratedClassifier(numeric=ts.numeric, categorical=ts.categorical, params=params,
                                              calibration_share=self.config.calibration_share,
                                              monotone=monotone_constraints(ts.numeric, late=True)),

@@ -73,6 +73,10 @@ def view_feature_fields(view: str, cfg: "FeaturesConfig") -> list[tuple[str, str
                   (f"lane_delay_ratio_{w}d", "float"), (f"lane_delivered_{w}d", "float")]
         f += [("lane_clearance_p90_28d", "float"), ("lane_created_7d", "float"), ("lane_congestion_ratio", "float"),
               ("lane_in_transit", "float"), ("lane_in_transit_ratio", "float")]
+        # the lane's corridor (mode|destination region) on the same day (features/compute.py _corridor_stats)
+        for w in cfg.delay_windows_days:
+            f += [(f"corridor_delay_ratio_{w}d", "float"), (f"corridor_delivered_{w}d", "float")]
+        f += [("corridor_overdue_share", "float")]
     elif view == "delay_carrier":
         for w in cfg.delay_windows_days:
             f += [(f"carrier_late_rate_{w}d", "float"), (f"carrier_delay_ratio_{w}d", "float"),
