@@ -2,7 +2,9 @@
 
     python experiments/bench_scaleout.py lookup [--scale small] [--lookups 1000]
         online feature lookup p50/p99, Redis vs SQLite, same data: one entity and a batch of 100, through
-        features.store.online_features (what serving calls) and Feast's bare get_online_features
+        features.store.online_features as serving calls it (tables=features.online.OnlineTables: Feast's
+        OnlineStore.online_read with the views resolved once), the same function through
+        FeatureStore.get_online_features (store=...), and Feast's bare get_online_features
     python experiments/bench_scaleout.py serve [--scale tiny] [--workers 1 2 4] [--duration 15] [--connections 16]
         /score_risk throughput and latency with N BentoML workers sharing Redis and the PostgreSQL registry
         (risk champion trained by the real pipeline; load from wrk)
@@ -123,6 +125,7 @@ def _lookup_rows(home: Path) -> dict[str, list[dict[str, Any]]]:
 def bench_lookup(scale: str, lookups: int, base: Path, redis_url: str) -> dict[str, Any]:
     from features import store as fs
     from features.compute import load_features_config
+    from features.online import OnlineTables
 
     src = base / f"lookup-{scale}"
     prepare_data(src, scale)
@@ -144,6 +147,7 @@ def bench_lookup(scale: str, lookups: int, base: Path, redis_url: str) -> dict[s
         fs.materialize(store)
         results[f"{kind}_materialize_s"] = time.perf_counter() - t0
         rows = _lookup_rows(home)
+        tables = OnlineTables(store)  # what serving.loading.FeastFeatureSource holds (views resolved once)
         rng = np.random.default_rng(0)
         for service in ("risk_v1", "demand_v1"):
             pool = rows[service]
@@ -151,23 +155,28 @@ def bench_lookup(scale: str, lookups: int, base: Path, redis_url: str) -> dict[s
                     .service_batch_features(service, cfg)]
             keys = fs.join_keys(service)
 
-            def one(pool=pool, service=service):
-                fs.online_features(service, [pool[rng.integers(len(pool))]], store=store)
+            def one(pool=pool, service=service, via=None):
+                fs.online_features(service, [pool[rng.integers(len(pool))]], store=store, tables=via)
 
-            def batch(pool=pool, service=service):
+            def batch(pool=pool, service=service, via=None):
                 idx = rng.integers(len(pool), size=100)
-                fs.online_features(service, [pool[i] for i in idx], store=store)
+                fs.online_features(service, [pool[i] for i in idx], store=store, tables=via)
 
             def bare(pool=pool, refs=refs, keys=keys):
                 row = pool[rng.integers(len(pool))]
                 store.get_online_features(features=refs, entity_rows=[{k: str(row.get(k, "")) for k in keys}])
 
+            # serving path (tables=OnlineTables), the same function through FeatureStore.get_online_features,
+            # and Feast's bare call (no defaults, no request-time features)
+            results[f"{kind}_{service}_serving_one"] = timed_calls(lambda: one(via=tables), lookups)
+            results[f"{kind}_{service}_serving_batch100"] = timed_calls(lambda: batch(via=tables),
+                                                                        max(lookups // 10, 50))
             results[f"{kind}_{service}_one"] = timed_calls(one, lookups)
             results[f"{kind}_{service}_batch100"] = timed_calls(batch, max(lookups // 10, 50))
             results[f"{kind}_{service}_feast_bare_one"] = timed_calls(bare, lookups)
-            for k in ("one", "batch100", "feast_bare_one"):
+            for k in ("serving_one", "serving_batch100", "one", "batch100", "feast_bare_one"):
                 r = results[f"{kind}_{service}_{k}"]
-                say(f"  {kind:6s} {service:9s} {k:15s} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  (n={r['n']})")
+                say(f"  {kind:6s} {service:9s} {k:17s} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  (n={r['n']})")
     return results
 
 

@@ -1,6 +1,7 @@
 """Distributed feature computation and LightGBM training on a Dask LocalCluster of 2 worker processes.
 
-Dask-computed demand features must equal the single-process ones exactly; a Dask-trained demand model must
+Dask-computed demand features must equal the single-process ones exactly, and the risk feature views
+(risk_merchant, buyer/device/ip activity) too (activity amounts to rounding); a Dask-trained demand model must
 agree with the single-process model within training.distributed.DEMAND_TOLERANCE on a later holdout, and the
 Dask-trained risk classifiers (P(fraud), P(compliance)) with the single-process ones within RISK_TOLERANCE.
 """
@@ -44,6 +45,34 @@ def test_dask_demand_features_equal_single_process(tiny_tables, client):
     pd.testing.assert_frame_equal(local, dask_rows, check_dtype=False)
     assert dask_rows["series_id"].nunique() == local["series_id"].nunique() > 10
 
+
+
+def test_dask_risk_features_equal_single_process(tiny_tables, client):
+    """risk_merchant and the buyer/device/IP activity views computed over partitions of whole entities on the
+    2-process cluster: the same rows as compute_risk_merchant / compute_activity on all orders; values equal
+    (activity amounts are differences of running sums: equal to rounding)."""
+    from features.compute import ACTIVITY_KEYS, compute_activity, compute_risk_merchant, load_features_config
+    from training.distributed import RISK_VIEWS, risk_features_dask
+
+    cfg = load_features_config()
+    orders, merchants, shipments = tiny_tables["orders"], tiny_tables["merchants"], tiny_tables["shipments"]
+    local = {"risk_merchant": (compute_risk_merchant(orders, merchants, shipments, cfg), "merchant_id")}
+    for view, (key, prefix) in ACTIVITY_KEYS.items():
+        local[view] = (compute_activity(orders, key, prefix), key)
+    dask_views = risk_features_dask(orders, merchants, shipments, cfg, client=client, partitions=4)
+    assert set(dask_views) == set(RISK_VIEWS) == set(local)
+    for view, (frame, key) in local.items():
+        expected = frame.sort_values([key, "event_timestamp"], kind="mergesort").reset_index(drop=True)
+        got = dask_views[view]
+        assert got[key].nunique() == expected[key].nunique() >= 10, view  # every partition holds several entities
+        inexact = [c for c in expected.columns if c.endswith(("_amount_24h", "_amount_mean"))]
+        pd.testing.assert_frame_equal(expected.drop(columns=inexact), got.drop(columns=inexact), check_dtype=False,
+                                      check_exact=True, obj=view)
+        pd.testing.assert_frame_equal(expected[inexact], got[inexact], check_exact=False, rtol=1e-9, atol=1e-6,
+                                      obj=view)
+    # every merchant's rows run to the end of all orders (the global day grid), not of its partition's orders
+    last = dask_views["risk_merchant"].groupby("merchant_id")["event_timestamp"].max()
+    assert last.nunique() == 1
 
 def test_dask_trained_demand_model_within_tolerance(tiny_tables, client, demand_config):
     from training.distributed import (DEMAND_TOLERANCE, agreement, demand_training_frame, fit_demand,

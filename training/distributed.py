@@ -257,6 +257,166 @@ def demand_training_frame(daily_sales: pd.DataFrame, skus: pd.DataFrame, config:
     return frame, numeric, categorical
 
 
+_PAD_MERCHANT = "__dask_pad__"
+RISK_VIEWS = ("risk_merchant", "buyer_activity", "device_activity", "ip_activity")
+
+
+def _entity_parts(keys: pd.Series, n_parts: int) -> tuple[np.ndarray, int, pd.Index]:
+    """Partition number of each row (whole entities per partition: sorted entity code % n), the number of
+    partitions used (never more than entities) and the entities in code order."""
+    codes, uniques = pd.factorize(keys.astype(str), sort=True)
+    n = max(1, min(n_parts, len(uniques)))
+    return codes % n, n, pd.Index(uniques)
+
+
+def _dask_parts(frames: list[pd.DataFrame], client: Any | None) -> Any:
+    """A dask DataFrame of `frames`, one partition each: scattered to the workers when a client is given (not
+    copied through the task graph), else delayed pieces for the local process scheduler."""
+    import dask
+    import dask.dataframe as dd
+
+    pieces = client.scatter(frames) if client is not None else [dask.delayed(f) for f in frames]
+    return dd.from_delayed(pieces, meta=frames[0].iloc[:0], verify_meta=False)
+
+
+def _small_table(table: pd.DataFrame | None, client: Any | None) -> Any:
+    """A lookup table passed whole to every partition (broadcast to the workers, or a delayed value)."""
+    import dask
+
+    if table is None:
+        return None
+    return client.scatter(table, broadcast=True) if client is not None else dask.delayed(table)
+
+
+def _time_like(values: list[pd.Timestamp], column: pd.Series) -> pd.Series:
+    """Naive UTC timestamps in the time zone (or not) of `column`."""
+    span = pd.Series(pd.DatetimeIndex(values))
+    tz = getattr(pd.to_datetime(column).dt, "tz", None)
+    return span.dt.tz_localize("UTC").dt.tz_convert(tz) if tz is not None else span
+
+
+def _risk_merchant_partition(part: pd.DataFrame, shipments: pd.DataFrame | None, merchants: pd.DataFrame,
+                             cfg: Any, first: pd.Timestamp, last: pd.Timestamp, meta: pd.DataFrame) -> pd.DataFrame:
+    """compute_risk_merchant on the whole merchants of one partition, on the global day grid."""
+    from features.compute import compute_risk_merchant
+
+    if part.empty:
+        return meta
+    # compute_risk_merchant derives its day grid from the orders (and label report times) it sees, and every
+    # merchant's rows run to the grid's end: a padding merchant with orders at the first and last moment of all
+    # orders puts each partition on the global grid; its own rows are dropped
+    pad = part.iloc[[0, 0]].copy()
+    pad["merchant_id"] = _PAD_MERCHANT
+    pad["ordered_at"] = _time_like([first, last], part["ordered_at"]).to_numpy()
+    for c in ("fraud_reported_at", "compliance_reported_at"):
+        if c in pad:
+            pad[c] = pad[c].iloc[:0].reindex(pad.index)  # NaT of the column's own dtype
+    out = compute_risk_merchant(pd.concat([part, pad], ignore_index=True), merchants, shipments, cfg)
+    return out[out["merchant_id"] != _PAD_MERCHANT].reset_index(drop=True)
+
+
+def _activity_partition(part: pd.DataFrame, key: str, prefix: str, meta: pd.DataFrame) -> pd.DataFrame:
+    """compute_activity on the whole entities (buyers, devices or IPs) of one partition."""
+    from features.compute import compute_activity
+
+    return meta if part.empty else compute_activity(part, key, prefix)
+
+
+def _risk_span(orders: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First order time and the last of order and label report times (naive UTC): compute_risk_merchant's grid."""
+    def naive(ts: pd.Series) -> pd.Series:
+        ts = pd.to_datetime(ts)
+        return ts.dt.tz_convert("UTC").dt.tz_localize(None) if ts.dt.tz is not None else ts
+
+    first, last = naive(orders["ordered_at"]).min(), naive(orders["ordered_at"]).max()
+    for c in ("fraud_reported_at", "compliance_reported_at"):
+        if c in orders and orders[c].notna().any():
+            last = max(last, naive(orders[c]).max())
+    return first, last
+
+
+def risk_features_dask(orders: pd.DataFrame, merchants: pd.DataFrame | None = None,
+                       shipments: pd.DataFrame | None = None, cfg: Any | None = None,
+                       views: tuple[str, ...] = RISK_VIEWS, partitions: int | None = None,
+                       client: Any | None = None) -> dict[str, pd.DataFrame]:
+    """The risk feature views computed on Dask over partitions of whole entities, each by the very same
+    features.compute function the single process uses.
+
+    - risk_merchant: orders partitioned by merchant_id, and shipments with them (a merchant's shipments go to
+      its partition; shipments of merchants without orders add nothing), `merchants` broadcast whole;
+      compute_risk_merchant per partition on the global day grid.
+    - buyer_activity / device_activity / ip_activity: orders with that key partitioned by buyer_id / device_id /
+      ip; compute_activity per partition.
+    Each view has its own partitioning, so no process holds all orders for a view. Returns view -> frame sorted
+    by (entity key, event_timestamp): the rows and values of compute_risk_merchant / compute_activity on all
+    orders, sorted the same way; activity amounts (`*_amount_24h`, `*_amount_mean`) are differences of running
+    sums, so they agree to floating-point rounding (relative ~1e-12), everything else exactly.
+    `partitions` per view: default 4 per worker, never more than entities. Without a client, Dask's local
+    process scheduler runs the partitions.
+    """
+    from features.compute import ACTIVITY_KEYS, compute_activity, compute_risk_merchant, load_features_config
+
+    unknown = sorted(set(views) - set(RISK_VIEWS))
+    if unknown:
+        raise TradecastError(f"risk views {unknown}: choose from {', '.join(RISK_VIEWS)}")
+    if orders.empty:
+        raise TradecastError("orders: no rows to compute risk features from")
+    cfg = cfg or load_features_config()
+    n_parts = partitions or 4 * (n_workers(client) if client is not None else 2)
+    pending: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    if "risk_merchant" in views:
+        if merchants is None:
+            raise TradecastError("risk_merchant: the merchants table is needed")
+        keys["risk_merchant"] = "merchant_id"
+        first, last = _risk_span(orders)
+        part_of, n, merchant_ids = _entity_parts(orders["merchant_id"], n_parts)
+        order_parts = [orders[part_of == p] for p in range(n)]
+        ship = None
+        if shipments is not None and "merchant_id" in shipments:
+            # the same merchant -> partition map for shipments (shipments of merchants without orders: dropped)
+            code = merchant_ids.get_indexer(shipments["merchant_id"].astype(str))
+            ship_of = np.where(code >= 0, code % n, -1)
+            ship = _dask_parts([shipments[ship_of == p] for p in range(n)], client)
+        # meta: the function's own output on one merchant's orders
+        probe_orders = orders[orders["merchant_id"].astype(str) == str(orders["merchant_id"].iloc[0])]
+        probe_ships = shipments.iloc[:0] if shipments is not None else None
+        meta = compute_risk_merchant(probe_orders, merchants, probe_ships, cfg).iloc[:0]
+        odd = _dask_parts(order_parts, client)
+        lookup = _small_table(merchants, client)
+        if ship is not None:
+            pending["risk_merchant"] = odd.map_partitions(
+                lambda part, sh, m: _risk_merchant_partition(part, sh, m, cfg, first, last, meta),
+                ship, lookup, meta=meta, align_dataframes=False)
+        else:
+            pending["risk_merchant"] = odd.map_partitions(
+                lambda part, m: _risk_merchant_partition(part, None, m, cfg, first, last, meta), lookup, meta=meta)
+    for view, (key, prefix) in ACTIVITY_KEYS.items():
+        if view not in views:
+            continue
+        keys[view] = key
+        od = orders[orders[key].notna()] if key in orders else orders.iloc[:0]
+        meta = compute_activity(od.iloc[:1] if len(od) else od, key, prefix).iloc[:0]
+        if od.empty:
+            pending[view] = meta
+            continue
+        part_of, n, _ = _entity_parts(od[key], n_parts)
+        pending[view] = _dask_parts([od[part_of == p] for p in range(n)], client).map_partitions(
+            lambda part, key=key, prefix=prefix, meta=meta: _activity_partition(part, key, prefix, meta), meta=meta)
+    lazy = {v: f for v, f in pending.items() if not isinstance(f, pd.DataFrame)}
+    if client is not None:
+        done = dict(zip(lazy, client.gather(client.compute(list(lazy.values())))))
+    else:
+        import dask
+
+        done = dict(zip(lazy, dask.compute(*lazy.values(), scheduler="processes")))
+    out = {}
+    for view in views:
+        frame = done.get(view, pending.get(view))
+        out[view] = frame.sort_values([keys[view], "event_timestamp"], kind="mergesort").reset_index(drop=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- training
 
 
