@@ -13,6 +13,10 @@
         the two models are on a later holdout; risk (--family risk): the risk pipeline's training set (generated
         data, computed feature sources, point-in-time join), then its P(fraud) and P(compliance) classifiers fitted
         in one process vs through lightgbm.dask, compared on the latest 15% of orders
+    python experiments/bench_scaleout.py features [--scale small] [--dask-workers 2]
+        the risk feature views (risk_merchant, buyer/device/ip activity) computed in one process vs over
+        partitions of whole entities on a Dask LocalCluster (training.distributed.risk_features_dask), and
+        whether the rows are the same
     python experiments/bench_scaleout.py all
 
 Each part prints its numbers and appends them as one JSON line to $TRADECAST_HOME/reports/bench_scaleout.jsonl
@@ -431,13 +435,56 @@ def bench_train_demand(scale: str, dask_workers: int, base: Path) -> dict[str, A
     return results
 
 
+# ----------------------------------------------------------------------------- features
+
+
+def bench_features(scale: str, dask_workers: int, base: Path) -> dict[str, Any]:
+    """Risk feature views in one process (features.compute) vs on a Dask LocalCluster (risk_features_dask)."""
+    from features.compute import ACTIVITY_KEYS, compute_activity, compute_risk_merchant, load_features_config
+    from features.generate import generate_tables, load_data_config
+    from training.distributed import dask_client, risk_features_dask
+
+    os.environ["TRADECAST_HOME"] = str(base / f"features-{scale}")
+    tables = generate_tables(load_data_config(None), scale=scale, seed=7)
+    orders, merchants, shipments = tables["orders"], tables["merchants"], tables["shipments"]
+    cfg = load_features_config()
+    results: dict[str, Any] = {"part": "features", "scale": scale, "dask_workers": dask_workers,
+                               "orders": int(len(orders)), "shipments": int(len(shipments))}
+    t0 = time.perf_counter()
+    local = {"risk_merchant": (compute_risk_merchant(orders, merchants, shipments, cfg), "merchant_id")}
+    for view, (key, prefix) in ACTIVITY_KEYS.items():
+        local[view] = (compute_activity(orders, key, prefix), key)
+    results["local_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with dask_client(scheduler="", workers=dask_workers) as client:
+        results["dask_cluster_start_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dist = risk_features_dask(orders, merchants, shipments, cfg, client=client)
+        results["dask_s"] = time.perf_counter() - t0
+    same = True
+    for view, (frame, key) in local.items():
+        expected = frame.sort_values([key, "event_timestamp"], kind="mergesort").reset_index(drop=True)
+        try:
+            pd.testing.assert_frame_equal(expected, dist[view], check_dtype=False, rtol=1e-9, atol=1e-6)
+            results[f"{view}_rows"] = int(len(expected))
+        except AssertionError as exc:
+            same = False
+            say(f"  {view}: differs: {str(exc)[:300]}")
+    results["same_rows"] = same
+    say(f"  {scale}: {len(orders):,} orders; 4 risk views in one process {results['local_s']:.1f}s, on Dask "
+        f"({dask_workers} workers) {results['dask_s']:.1f}s after a {results['dask_cluster_start_s']:.0f}s cluster "
+        f"start; same rows: {same}")
+    return results
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["lookup", "serve", "train", "all"])
-    parser.add_argument("--scale", default=None, help="data scale (lookup: small, serve: tiny, train: large)")
+    parser.add_argument("part", choices=["lookup", "serve", "train", "features", "all"])
+    parser.add_argument("--scale", default=None,
+                        help="data scale (lookup: small, serve: tiny, train: large, features: small)")
     parser.add_argument("--lookups", type=int, default=1000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--duration", type=int, default=15)
@@ -454,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
     base.mkdir(parents=True, exist_ok=True)
     say(f"scratch: {base}; cores: {os.cpu_count()}; load average: {os.getloadavg()[0]:.1f}")
     out = args.out or base / "bench_scaleout.jsonl"
-    parts = ["lookup", "serve", "train"] if args.part == "all" else [args.part]
+    parts = ["lookup", "serve", "train", "features"] if args.part == "all" else [args.part]
     for part in parts:
         say(f"== {part}")
         if part == "lookup":
@@ -463,6 +510,8 @@ def main(argv: list[str] | None = None) -> None:
         elif part == "serve":
             found = [bench_serve(args.scale or "tiny", args.workers, args.duration, args.connections, base,
                                  services_env(), args.fresh)]
+        elif part == "features":
+            found = [bench_features(args.scale or "small", args.dask_workers, base)]
         else:
             found = bench_train(args.scale or "large", args.dask_workers, base, args.family)
         for res in found:
