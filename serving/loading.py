@@ -207,13 +207,39 @@ def load_champion_bundle(source: MlflowChampions, family: str) -> ModelBundle | 
 REWRITTEN: dict[str, tuple[str, ...]] = {"delay": ("category",), "risk": ("category", "device_id", "ip")}
 
 
-def _text(series: pd.Series, missing: str) -> pd.Series:
-    return series.astype("object").where(series.notna(), missing)
+def _text(series: pd.Series, missing: str) -> np.ndarray:
+    """Text values with nulls as `missing` (an object array; plain Python over the few rows of a request)."""
+    return np.array([missing if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+                     for v in series.tolist()], dtype=object)
+
+
+def _with_columns(rows: pd.DataFrame, new: dict[str, np.ndarray]) -> pd.DataFrame:
+    """`rows` with columns replaced or appended, built by one constructor (inserting column by column copies
+    the frame's blocks each time: most of this step's cost for a single request)."""
+    data = {c: new[c] if c in new else rows[c].to_numpy() for c in rows.columns}
+    data.update({c: v for c, v in new.items() if c not in data})
+    return pd.DataFrame(data, index=rows.index)
 
 
 def entity_rows(family: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Request rows -> the join keys and request columns of the family's feature service, derived exactly as
     features.store.{demand,delay,risk}_entities derive them for training."""
+    if family == "delay":
+        return _with_columns(rows, {
+            "lane_mode": np.array([f"{lane}|{mode}" for lane, mode in zip(rows["lane"].tolist(), rows["mode"].tolist())],
+                                  dtype=object),
+            "category": _text(rows["category"], "unknown"),
+            "event_timestamp": rows["created_at"].to_numpy()})
+    if family == "risk":
+        ordered = rows["ordered_at"].to_numpy(dtype="datetime64[ns]")
+        created = rows["account_created_at"].to_numpy(dtype="datetime64[ns]")
+        return _with_columns(rows, {
+            "order_category": rows["category"].to_numpy(),
+            "category": _text(rows["category"], "unknown"),
+            "device_id": _text(rows["device_id"], ""),
+            "ip": _text(rows["ip"], ""),
+            "account_age_days": ((ordered - created) / np.timedelta64(1, "D")).astype(float),
+            "event_timestamp": ordered})
     out = rows.copy()
     if family == "demand":
         from features.on_demand import calendar_columns
@@ -227,17 +253,6 @@ def entity_rows(family: str, rows: pd.DataFrame) -> pd.DataFrame:
         cal = calendar_columns(out["date"].reset_index(drop=True))
         for c in cal.columns:
             out[c] = cal[c].to_numpy()
-    elif family == "delay":
-        out["lane_mode"] = out["lane"].astype(str) + "|" + out["mode"].astype(str)
-        out["category"] = _text(out["category"], "unknown")
-        out["event_timestamp"] = out["created_at"]
-    elif family == "risk":
-        out["order_category"] = out["category"]
-        out["category"] = _text(out["category"], "unknown")
-        for c in ("device_id", "ip"):
-            out[c] = _text(out[c], "")
-        out["account_age_days"] = ((out["ordered_at"] - out["account_created_at"]) / pd.Timedelta(days=1)).astype(float)
-        out["event_timestamp"] = out["ordered_at"]
     return out
 
 
