@@ -140,3 +140,23 @@ def test_online_tables_read_what_feast_get_online_features_reads(feast_home, tin
         assert fast_result.defaults_used == feast_result.defaults_used
         assert fast_result.defaulted == feast_result.defaulted
         assert any(feast_result.defaults_used) and not all(feast_result.defaults_used)
+
+
+def test_velocity_state_of_a_hot_entity_is_bounded(feast_home):
+    """A burst from one IP (more orders in 24 h than MAX_RECENT_ORDERS) keeps a bounded state; its counts
+    saturate at the bound instead of the row growing with every order."""
+    from features.feature_repo.definitions import view_feature_fields
+    from features.store import MAX_RECENT_ORDERS, push_order_velocity
+    from serving.loading import FeastFeatureSource
+
+    source = FeastFeatureSource()
+    n = MAX_RECENT_ORDERS + 25
+    burst = pd.DataFrame({"ordered_at": pd.date_range("2025-12-31 10:00", periods=n, freq="s"),
+                          "amount": 5.0, "ip": "198.51.100.9"})
+    push_order_velocity(None, burst.iloc[:10], tables=source.tables)
+    push_order_velocity(None, burst.iloc[10:], tables=source.tables)
+    names = [name for name, _ in view_feature_fields("ip_activity", source.store._tradecast_config)]
+    row = source.tables.read("ip_activity", "ip", ["198.51.100.9"], names)
+    assert row["ip_orders_24h"][0] == row["ip_orders_1h"][0] == MAX_RECENT_ORDERS
+    assert row["ip_recent_orders"][0].count(";") == MAX_RECENT_ORDERS - 1
+    assert row["ip_orders_total"][0] == n  # the running total stays exact
