@@ -191,7 +191,7 @@ def _risk_orders(n: int = 40000, seed: int = 11) -> pd.DataFrame:
 def risk_config():
     from training.config import load_family_config
 
-    return load_family_config("risk")  # the production settings: 200 trees, sqrt class weights, 20% calibration
+    return load_family_config("risk")  # the production settings: 200 trees, sqrt class weights, the configured calibration share
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_dask_trained_risk_classifiers_within_tolerance(client, risk_config, ris
         restored = pickle.loads(pickle.dumps(dist))
         # same imbalance handling and calibration slice as the local fit
         assert restored.model_.get_params()["scale_pos_weight"] == local.model_.get_params()["scale_pos_weight"] > 1
-        assert restored.calibration_rows_ == local.calibration_rows_ == round(0.2 * len(train))
+        assert restored.calibration_rows_ == local.calibration_rows_ == round(risk_config.calibration_share * len(train))
         result = risk_agreement(local, restored, test, test[label], risk_config.false_alarm_rate)
         print(f"{label}: dask vs local on the holdout:", {k: round(v, 4) for k, v in result.items()})
         assert risk_within_tolerance(result), (label, result, RISK_TOLERANCE)
