@@ -680,13 +680,13 @@ def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataF
     plan = _plan(store, service_name)
     # the columns this service reads, as lists (a frame's columns directly: to_dict("records") costs more
     # than the online read for a single request)
+    wanted = (*plan.keys, *plan.request)
     if isinstance(entities, pd.DataFrame):
         n = len(entities)
-        given = {c: entities[c].tolist() for c in (*plan.keys, *plan.request) if c in entities.columns}
+        given = {c: entities[c].tolist() for c in wanted if c in entities.columns}
     else:
         records = list(entities)
         n = len(records)
-        wanted = (*plan.keys, *plan.request)
         given = {c: [r.get(c) for r in records] for c in wanted if any(c in r for r in records)}
     if n == 0:
         return OnlineResult(pd.DataFrame(columns=plan.names), [], [])
@@ -815,5 +815,3 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
                                      for r in out_rows])
         pushed += len(out_rows)
     return pushed
-
-
