@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -455,18 +455,29 @@ def compute_category_norms(shipments: pd.DataFrame, orders: pd.DataFrame) -> pd.
 # ----------------------------------------------------------------------------- risk
 
 
-def country_mismatch(orders: pd.DataFrame) -> pd.Series:
-    """1.0 where IP, card and shipping countries (those present) disagree, 0.0 where they agree, NaN if < 2 known."""
-    n = len(orders)
-    vals = [orders[c].astype("object").where(orders[c].notna(), None).to_numpy() if c in orders
-            else np.full(n, None, dtype=object) for c in ("ip_country", "card_country", "shipping_country")]
+def country_mismatch(orders: "pd.DataFrame | Mapping[str, Any]") -> "pd.Series | np.ndarray":
+    """1.0 where IP, card and shipping countries (those present) disagree, 0.0 where they agree, NaN if < 2 known.
+    A frame gives a Series on its index; a mapping of column -> values (the serving push) an array."""
+    is_frame = isinstance(orders, pd.DataFrame)
+    n = len(orders) if is_frame else len(next(iter(orders.values()), []))
+
+    def values(c: str) -> np.ndarray:
+        if c not in orders:
+            return np.full(n, None, dtype=object)
+        if is_frame:
+            return orders[c].astype("object").where(orders[c].notna(), None).to_numpy()
+        return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+                         for v in orders[c]] + [0], dtype=object)[:n]  # the sentinel keeps it 1-D object
+
+    vals = [values(c) for c in ("ip_country", "card_country", "shipping_country")]
     known = [v != None for v in vals]  # noqa: E711 (elementwise on object arrays)
     differ = np.zeros(n, dtype=bool)
     for i in range(3):
         for j in range(i + 1, 3):
             differ |= known[i] & known[j] & (vals[i] != vals[j])
     n_known = known[0].astype(int) + known[1].astype(int) + known[2].astype(int)
-    return pd.Series(np.where(n_known >= 2, differ.astype(float), np.nan), index=orders.index)
+    out = np.where(n_known >= 2, differ.astype(float), np.nan)
+    return pd.Series(out, index=orders.index) if is_frame else out
 
 
 def compute_risk_merchant(orders: pd.DataFrame, merchants: pd.DataFrame, shipments: pd.DataFrame | None,

@@ -2,12 +2,15 @@
 
 Each function takes a frame holding the request fields (what the caller knows) and the batch features it
 compares them against, and returns a new frame with only its output columns, all float64, one row per input
-row (same index). Missing inputs give NaN outputs, never an exception. The same functions back the Feast
+row (same index). Given a plain mapping of column -> array instead (the serving request path, where building
+DataFrames costs more than the arithmetic), the same code returns a dict of float64 arrays. Missing inputs give NaN outputs, never an exception. The same functions back the Feast
 on-demand views (features/feature_repo/definitions.py) and the training/online paths in features/store.py,
 so training and serving compute them identically.
 """
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -58,22 +61,38 @@ _DANGEROUS_RX = re.compile("|".join(k.replace(" ", r"\s+") for k in DANGEROUS_KE
 # training sets (millions of rows), so per-operation pandas overhead matters at both ends.
 
 
-def _num(df: pd.DataFrame, column: str) -> np.ndarray:
-    """A column as float64 (NaN when absent, null or not numeric)."""
-    if column not in df.columns:
-        return np.full(len(df), np.nan)
+Table = "pd.DataFrame | Mapping[str, Any]"
+
+
+def _length(df: Table) -> int:
+    if isinstance(df, pd.DataFrame):
+        return len(df)
+    return len(next(iter(df.values()))) if df else 0
+
+
+def _values(df: Table, column: str) -> np.ndarray:
     col = df[column]
-    if col.dtype == np.float64:
-        return col.to_numpy()
-    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return col.to_numpy() if isinstance(col, pd.Series) else np.asarray(col)
 
 
-def _text(df: pd.DataFrame, column: str) -> list[str]:
+def _num(df: Table, column: str) -> np.ndarray:
+    """A column as float64 (NaN when absent, null or not numeric)."""
+    if column not in df:
+        return np.full(_length(df), np.nan)
+    values = _values(df, column)
+    if values.dtype == np.float64:
+        return values
+    if values.dtype.kind in "iub":
+        return values.astype("float64")
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _text(df: Table, column: str) -> list[str]:
     """A column as stripped lower-case strings ('' when absent or null)."""
-    if column not in df.columns:
-        return [""] * len(df)
+    if column not in df:
+        return [""] * _length(df)
     return ["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).strip().lower()
-            for v in df[column].tolist()]
+            for v in _values(df, column).tolist()]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -87,8 +106,10 @@ def _flag(mask, known) -> np.ndarray:
     return np.where(np.asarray(known, dtype=bool), np.asarray(mask, dtype=bool).astype("float64"), np.nan)
 
 
-def _frame(df: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    return pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in columns.items()}, index=df.index)
+def _frame(df: Table, columns: dict[str, np.ndarray]) -> "pd.DataFrame | dict[str, np.ndarray]":
+    """The outputs as a frame on the input's index, or as a dict of arrays for a mapping input."""
+    out = {k: np.asarray(v, dtype="float64") for k, v in columns.items()}
+    return pd.DataFrame(out, index=df.index) if isinstance(df, pd.DataFrame) else out
 
 
 def demand_request_features(df: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +123,7 @@ def demand_request_features(df: pd.DataFrame) -> pd.DataFrame:
     promo = np.clip(np.nan_to_num(_num(df, "is_promotion"), nan=0.0), 0, 1)
     live = (np.nan_to_num(_num(df, "live_sessions"), nan=0.0) > 0).astype("float64")
     dow = _num(df, "target_dow")
-    factor = np.full(len(df), np.nan)
+    factor = np.full(_length(df), np.nan)
     for d in range(7):
         factor = np.where(dow == d, _num(df, f"dow_index_{d}"), factor)
     return _frame(df, {

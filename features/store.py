@@ -353,14 +353,14 @@ def _float_matrix(columns: list[Any], n: int) -> np.ndarray:
         return np.column_stack([_fill_column(c, "float", None)[0] for c in columns])
 
 
-def _fill_and_derive(service_name: str, batch: dict[str, Any], kinds: dict[str, str], extra: dict[str, Any],
-                     defaults: dict[str, Any] | None, names: list[str], n: int) -> tuple[pd.DataFrame, np.ndarray]:
+def _fill_and_derive_columns(service_name: str, batch: dict[str, Any], kinds: dict[str, str], extra: dict[str, Any],
+                             defaults: dict[str, Any] | None, names: list[str],
+                             n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Fill missing batch features with defaults, then add the request-time features.
 
-    batch: feature -> column values; extra: join keys and request columns. Returns (frame in `names` order,
-    boolean matrix rows x batch features (in `batch` order) of the values that were missing).
-    Works on one float matrix: the online path calls this per request, so pandas overhead is kept to three
-    small frames (the on-demand input and output, the result).
+    batch: feature -> column values; extra: join keys and request columns. Returns (feature -> array, in
+    `names` order: float64, object for text features; boolean matrix rows x batch features (in `batch` order)
+    of the values that were missing). No DataFrame: the serving path calls this per request.
     """
     from features.feature_repo.definitions import SERVICES
     from features.on_demand import ON_DEMAND_FUNCTIONS, ON_DEMAND_INPUTS
@@ -374,24 +374,31 @@ def _fill_and_derive(service_name: str, batch: dict[str, Any], kinds: dict[str, 
     fill = np.array([np.nan if defaults.get(c) is None else defaults[c] for c in float_names], dtype=np.float64)
     floats = np.where(missing_f, fill, floats)
     cols: dict[str, np.ndarray] = {c: floats[:, j] for j, c in enumerate(float_names)}
-    strings: dict[str, np.ndarray] = {}
     missing_s: dict[str, np.ndarray] = {}
     for c in str_names:
-        strings[c], missing_s[c] = _fill_column(batch[c], "str", defaults.get(c))
+        cols[c], missing_s[c] = _fill_column(batch[c], "str", defaults.get(c))
     for odfv in SERVICES[service_name][1]:
-        reads = [c for c in ON_DEMAND_INPUTS[odfv] if c in cols or c in extra or c in strings]
-        inputs = pd.DataFrame({c: cols[c] if c in cols else strings[c] if c in strings else np.asarray(extra[c])
-                               for c in reads}, index=pd.RangeIndex(n))
-        out = ON_DEMAND_FUNCTIONS[odfv](inputs)
-        cols.update({c: out[c].to_numpy(dtype=np.float64) for c in out.columns})
-    float_out = [c for c in names if c not in strings]
-    block = np.column_stack([cols[c] for c in float_out]) if float_out else np.empty((n, 0))
-    frame = pd.DataFrame(block, columns=float_out, index=pd.RangeIndex(n), copy=False)
-    for c in str_names:
-        frame.insert(names.index(c), c, strings[c])
+        inputs = {c: cols[c] if c in cols else np.asarray(extra[c]) for c in ON_DEMAND_INPUTS[odfv]
+                  if c in cols or c in extra}
+        if not inputs:  # the functions need the row count: give them one column of NaN
+            inputs = {"_rows": np.full(n, np.nan)}
+        cols.update(ON_DEMAND_FUNCTIONS[odfv](inputs))
     missing = np.zeros((n, len(batch_names)), dtype=bool)
     for j, c in enumerate(batch_names):
         missing[:, j] = missing_s[c] if c in missing_s else missing_f[:, float_names.index(c)]
+    return {c: cols[c] for c in names}, missing
+
+
+def _fill_and_derive(service_name: str, batch: dict[str, Any], kinds: dict[str, str], extra: dict[str, Any],
+                     defaults: dict[str, Any] | None, names: list[str], n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """`_fill_and_derive_columns` as a frame in `names` order (one float block, text columns inserted)."""
+    cols, missing = _fill_and_derive_columns(service_name, batch, kinds, extra, defaults, names, n)
+    str_names = [c for c in batch if kinds[c] == "str"]
+    float_out = [c for c in names if c not in str_names]
+    block = np.column_stack([cols[c] for c in float_out]) if float_out else np.empty((n, 0))
+    frame = pd.DataFrame(block, columns=float_out, index=pd.RangeIndex(n), copy=False)
+    for c in str_names:
+        frame.insert(names.index(c), c, cols[c])
     return frame, missing
 
 
@@ -690,6 +697,36 @@ def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataF
         given = {c: [r.get(c) for r in records] for c in wanted if any(c in r for r in records)}
     if n == 0:
         return OnlineResult(pd.DataFrame(columns=plan.names), [], [])
+    batch, extra = _read_online(store, plan, given, n, tables)
+    if request_data is not None:
+        items = request_data.items() if not isinstance(request_data, pd.DataFrame) else \
+            ((c, request_data[c].tolist()) for c in request_data.columns)
+        for c, v in items:
+            extra[c] = list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n
+    frame, missing = _fill_and_derive(service_name, batch, plan.kinds, extra, load_defaults(_cfg(store)),
+                                      plan.names, n)
+    unknown = _unknown_rows(plan, missing, n)
+    names = np.array(plan.batch_names)
+    return OnlineResult(frame=frame, defaults_used=unknown.tolist(), defaulted=[names[row].tolist() for row in missing])
+
+
+def online_feature_columns(service_name: str, columns: dict[str, Sequence[Any]],
+                           tables: "OnlineTables") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`online_features` for the request path: join keys and request fields as column -> values (one per row)
+    in, (feature -> array in `feature_names` order, defaults_used per row) out, with no DataFrame on the way.
+    Same reads, defaults and on-demand functions, so the same values (tested against `online_features`)."""
+    plan = _plan(tables.store, service_name)
+    n = len(next(iter(columns.values()))) if columns else 0
+    given = {c: columns[c] for c in (*plan.keys, *plan.request) if c in columns}
+    batch, extra = _read_online(tables.store, plan, given, n, tables)
+    values, missing = _fill_and_derive_columns(service_name, batch, plan.kinds, extra,
+                                               load_defaults(_cfg(tables.store)), plan.names, n)
+    return values, _unknown_rows(plan, missing, n)
+
+
+def _read_online(store: "feast.FeatureStore", plan: _OnlinePlan, given: dict[str, Sequence[Any]], n: int,
+                 tables: "OnlineTables | None") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(batch feature -> values read from the online store, join keys and request fields) for n rows."""
     key_cols = {k: ["" if v is None else str(v) for v in given.get(k, [None] * n)] for k in plan.keys}
     if tables is None:
         data = store.get_online_features(features=plan.refs, entity_rows=key_cols).to_dict()
@@ -701,18 +738,15 @@ def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataF
     for c in plan.request:
         if c in given:
             extra[c] = given[c]
-    if request_data is not None:
-        items = request_data.items() if not isinstance(request_data, pd.DataFrame) else \
-            ((c, request_data[c].tolist()) for c in request_data.columns)
-        for c, v in items:
-            extra[c] = list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n
-    frame, missing = _fill_and_derive(service_name, {f: data[f] for f in plan.batch_names}, plan.kinds, extra,
-                                      load_defaults(_cfg(store)), plan.names, n)
+    return {f: data[f] for f in plan.batch_names}, extra
+
+
+def _unknown_rows(plan: _OnlinePlan, missing: np.ndarray, n: int) -> np.ndarray:
+    """Per row: some view of the row knew none of its features (an unknown entity: defaults used)."""
     unknown = np.zeros(n, dtype=bool)
     for cols in plan.view_columns:
         unknown |= missing[:, cols].all(axis=1)
-    names = np.array(plan.batch_names)
-    return OnlineResult(frame=frame, defaults_used=unknown.tolist(), defaulted=[names[row].tolist() for row in missing])
+    return unknown
 
 
 def parse_recent_orders(text: str | None) -> list[tuple[int, float]]:
@@ -734,6 +768,27 @@ def format_recent_orders(pairs: list[tuple[int, float]]) -> str:
 MAX_RECENT_ORDERS = 1000
 
 
+def _order_columns(orders: pd.DataFrame | dict[str, Any] | list[dict[str, Any]]) -> dict[str, Sequence[Any]]:
+    """Orders as column -> values: a frame's columns, a dict of columns, one order (a dict of scalars) or a list
+    of order dicts."""
+    if isinstance(orders, pd.DataFrame):
+        return {c: orders[c].to_numpy() for c in orders.columns}
+    if isinstance(orders, dict):
+        if all(isinstance(v, (list, tuple, np.ndarray, pd.Series)) for v in orders.values()):
+            return {c: v if isinstance(v, np.ndarray) else list(v) for c, v in orders.items()}
+        return {c: [v] for c, v in orders.items()}
+    records = list(orders)
+    names = list(dict.fromkeys(c for r in records for c in r))
+    return {c: [r.get(c) for r in records] for c in names}
+
+
+def _epoch_seconds(times: Sequence[Any]) -> list[int]:
+    """Whole seconds since the epoch (UTC; naive times are UTC) of datetimes, timestamps or ISO strings."""
+    if isinstance(times, np.ndarray) and times.dtype.kind == "M":  # naive UTC already (the serving rows)
+        return times.astype("datetime64[s]").astype(np.int64).tolist()
+    return (pd.to_datetime(pd.Series(list(times)), utc=True).astype("int64") // 10**9).astype(int).tolist()
+
+
 def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame | dict[str, Any] | list[dict[str, Any]],
                         tables: "OnlineTables | None" = None) -> int:
     """Update the buyer/device/IP activity rows in the online store with newly arrived orders.
@@ -753,24 +808,22 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
 
     store = tables.store if tables is not None else (store or default_store())
     cfg = _cfg(store)
-    od = pd.DataFrame([orders] if isinstance(orders, dict) else orders)
-    if od.empty:
+    od = _order_columns(orders)
+    if not od or not len(next(iter(od.values()))):
         return 0
     for c in ("ordered_at", "amount"):
         if c not in od:
             raise TradecastError(f"push_order_velocity: order is missing '{c}'")
-    ts = pd.to_datetime(od["ordered_at"])
-    ts = ts.dt.tz_convert("UTC") if ts.dt.tz is not None else ts.dt.tz_localize("UTC")
-    seconds = (ts.astype("int64") // 10**9).astype(int).tolist()
-    amounts = od["amount"].astype(float).tolist()
-    mismatch = country_mismatch(od).fillna(0.0).astype(float).tolist()
+    seconds = _epoch_seconds(od["ordered_at"])
+    amounts = [float(a) for a in od["amount"]]
+    mismatch = np.nan_to_num(country_mismatch(od), nan=0.0).tolist()
     pushed = 0
     for view, (key, prefix) in ACTIVITY_KEYS.items():
         if key not in od:
             continue
         # this entity's new orders in time order: (seconds, amount, mismatch)
         new_by_entity: dict[str, list[tuple[int, float, float]]] = {}
-        for entity, sec, amount, mism in zip(od[key].tolist(), seconds, amounts, mismatch):
+        for entity, sec, amount, mism in zip(list(od[key]), seconds, amounts, mismatch):
             if entity is None or (isinstance(entity, float) and entity != entity) or str(entity) == "":
                 continue
             new_by_entity.setdefault(str(entity), []).append((sec, amount, mism))
@@ -798,7 +851,7 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
                 recent = sorted(recent)[-MAX_RECENT_ORDERS:]
             k = len(new)
             out_rows.append({
-                key: entity, "event_timestamp": pd.Timestamp(now, unit="s", tz="UTC"),
+                key: entity, "event_timestamp": datetime.fromtimestamp(now, tz=timezone.utc),
                 f"{prefix}_orders_1h": float(sum(1 for t, _ in recent if t > now - 3600)),
                 f"{prefix}_orders_24h": float(len(recent)),
                 f"{prefix}_amount_24h": float(sum(a for _, a in recent)),
@@ -811,7 +864,6 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
         if tables is None:
             store.push(PUSH_VIEWS[view], pd.DataFrame(out_rows), to=PushMode.ONLINE)
         else:
-            tables.write(view, key, [(r[key], {n: r[n] for n in names}, r["event_timestamp"].to_pydatetime())
-                                     for r in out_rows])
+            tables.write(view, key, [(r[key], {n: r[n] for n in names}, r["event_timestamp"]) for r in out_rows])
         pushed += len(out_rows)
     return pushed

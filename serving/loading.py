@@ -80,6 +80,23 @@ class TradecastModelBundle:
         self.version = str(version)
         self.model = model
 
+    @property
+    def supports_columns(self) -> bool:
+        """Whether `predict_columns` answers without DataFrames (risk with LightGBM classifiers)."""
+        if self.family != "risk":
+            return False
+        from training.risk import supports_columns
+
+        return supports_columns(self.model)
+
+    def predict_columns(self, columns: dict[str, np.ndarray]) -> dict[str, Any]:
+        """`predict` for column -> array input (see `supports_columns`): column -> array out, reasons as lists."""
+        from training.risk import predict_output_columns
+
+        out = predict_output_columns(self.model, columns)
+        out["reasons"] = [[r for r in text.split("; ") if r] for text in out.pop("reason_codes")]
+        return out
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = self.model.predict_frame(frame).rename(columns=self.RENAME).reset_index(drop=True)
         if "reason_codes" in out.columns:
@@ -207,10 +224,11 @@ def load_champion_bundle(source: MlflowChampions, family: str) -> ModelBundle | 
 REWRITTEN: dict[str, tuple[str, ...]] = {"delay": ("category",), "risk": ("category", "device_id", "ip")}
 
 
-def _text(series: pd.Series, missing: str) -> np.ndarray:
+def _text(values: Any, missing: str) -> np.ndarray:
     """Text values with nulls as `missing` (an object array; plain Python over the few rows of a request)."""
+    items = values.tolist() if hasattr(values, "tolist") else list(values)
     return np.array([missing if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
-                     for v in series.tolist()], dtype=object)
+                     for v in items] + [None], dtype=object)[:-1]  # the sentinel keeps it 1-D object
 
 
 def _with_columns(rows: pd.DataFrame, new: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -221,25 +239,32 @@ def _with_columns(rows: pd.DataFrame, new: dict[str, np.ndarray]) -> pd.DataFram
     return pd.DataFrame(data, index=rows.index)
 
 
+def entity_columns(family: str, rows: Any) -> dict[str, np.ndarray]:
+    """The columns `entity_rows` adds or rewrites for delay and risk, from request rows given as a frame or as
+    column -> array (the request path)."""
+    if family == "delay":
+        lanes = rows["lane"].tolist() if hasattr(rows["lane"], "tolist") else list(rows["lane"])
+        modes = rows["mode"].tolist() if hasattr(rows["mode"], "tolist") else list(rows["mode"])
+        return {"lane_mode": np.array([f"{lane}|{mode}" for lane, mode in zip(lanes, modes)], dtype=object),
+                "category": _text(rows["category"], "unknown"),
+                "event_timestamp": np.asarray(rows["created_at"], dtype="datetime64[ns]")}
+    if family == "risk":
+        ordered = np.asarray(rows["ordered_at"], dtype="datetime64[ns]")
+        created = np.asarray(rows["account_created_at"], dtype="datetime64[ns]")
+        return {"order_category": np.asarray(rows["category"], dtype=object),
+                "category": _text(rows["category"], "unknown"),
+                "device_id": _text(rows["device_id"], ""),
+                "ip": _text(rows["ip"], ""),
+                "account_age_days": ((ordered - created) / np.timedelta64(1, "D")).astype(float),
+                "event_timestamp": ordered}
+    raise ValueError(f"entity_columns: no column form for family '{family}'")
+
+
 def entity_rows(family: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Request rows -> the join keys and request columns of the family's feature service, derived exactly as
     features.store.{demand,delay,risk}_entities derive them for training."""
-    if family == "delay":
-        return _with_columns(rows, {
-            "lane_mode": np.array([f"{lane}|{mode}" for lane, mode in zip(rows["lane"].tolist(), rows["mode"].tolist())],
-                                  dtype=object),
-            "category": _text(rows["category"], "unknown"),
-            "event_timestamp": rows["created_at"].to_numpy()})
-    if family == "risk":
-        ordered = rows["ordered_at"].to_numpy(dtype="datetime64[ns]")
-        created = rows["account_created_at"].to_numpy(dtype="datetime64[ns]")
-        return _with_columns(rows, {
-            "order_category": rows["category"].to_numpy(),
-            "category": _text(rows["category"], "unknown"),
-            "device_id": _text(rows["device_id"], ""),
-            "ip": _text(rows["ip"], ""),
-            "account_age_days": ((ordered - created) / np.timedelta64(1, "D")).astype(float),
-            "event_timestamp": ordered})
+    if family in ("delay", "risk"):
+        return _with_columns(rows, entity_columns(family, rows))
     out = rows.copy()
     if family == "demand":
         from features.on_demand import calendar_columns
@@ -280,7 +305,16 @@ class FeastFeatureSource:
         frame = frame.loc[:, ~frame.columns.duplicated(keep="last")]
         return FeatureVectors(frame, np.asarray(result.defaults_used, dtype=bool))
 
-    def push_orders(self, orders: pd.DataFrame) -> None:
+    def lookup_columns(self, family: str, rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """`lookup` for request rows as column -> array: (the derived entity columns and the features, as
+        `lookup`'s frame holds them; defaults_used per row), without DataFrames (the risk request path)."""
+        from features.store import online_feature_columns
+
+        derived = entity_columns(family, rows)
+        values, unknown = online_feature_columns(FEATURE_SERVICES[family], {**rows, **derived}, self.tables)
+        return {**derived, **values}, unknown
+
+    def push_orders(self, orders: pd.DataFrame | dict[str, np.ndarray]) -> None:
         from features.store import push_order_velocity
 
         with self.tables.one_transaction():  # one commit per request, not one per entity view

@@ -53,14 +53,26 @@ def batch_records(batch: LoggedBatch) -> list[dict[str, Any]]:
     return batches_records([batch])
 
 
+def _columns_of(table: Any) -> tuple[str, ...]:
+    return tuple(table.columns) if isinstance(table, pd.DataFrame) else tuple(table)
+
+
 def _signature(batch: LoggedBatch) -> tuple:
-    return (batch.family, tuple(batch.inputs.columns), tuple(batch.features.columns), tuple(batch.outputs.columns))
+    return (batch.family, type(batch.inputs) is dict, _columns_of(batch.inputs), _columns_of(batch.features),
+            _columns_of(batch.outputs))
+
+
+def _rows(table: Any) -> int:
+    if isinstance(table, pd.DataFrame):
+        return len(table)
+    return len(next(iter(table.values()))) if table else 0
 
 
 def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
     """The log records of several batches, in order. Consecutive batches of one family with the same columns
     are serialised together (one `to_json` per frame kind instead of three per request: at hundreds of
-    requests per second the flush thread's CPU competes with the request path)."""
+    requests per second the flush thread's CPU competes with the request path). Batches holding column ->
+    array dicts (the risk request path) are joined column by column into one frame per kind."""
     records: list[dict[str, Any]] = []
     start = 0
     while start < len(batches):
@@ -72,10 +84,16 @@ def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
     return records
 
 
+def _joined(tables: list[Any]) -> pd.DataFrame:
+    """Tables with the same columns (frames, or column -> array dicts) as one frame."""
+    if isinstance(tables[0], pd.DataFrame):
+        return tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+    return pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in tables[0]})
+
+
 def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
     def joined(kind: str) -> pd.DataFrame:
-        frames = [getattr(b, kind) for b in group]
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        return _joined([getattr(b, kind) for b in group])
 
     inputs, features, outputs = (_frame_records(joined(k)) for k in ("inputs", "features", "outputs"))
     family = group[0].family
@@ -86,7 +104,7 @@ def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
     for batch in group:
         logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
         horizons = batch.inputs["horizon"].to_numpy() if family == "demand" else None
-        for k in range(len(batch.inputs)):
+        for k in range(_rows(batch.inputs)):
             row = inputs[j]
             item = int(batch.item_index[k])
             pid = f"{batch.request_id}:{item}" if horizons is None else f"{batch.request_id}:{item}:{int(horizons[k])}"

@@ -8,7 +8,7 @@ categories seen in `fit` (unseen values become missing), so inputs in any order 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -83,12 +83,15 @@ def _category_codes(col: pd.Series, cats: list[str], lookup: dict[str, int]) -> 
     return np.where(codes < 0, np.nan, codes.astype("float64"))
 
 
-def encode_matrix(X: pd.DataFrame, numeric: list[str], categories: dict[str, list[str]],
+def encode_matrix(X: "pd.DataFrame | Mapping[str, Any]", numeric: list[str], categories: dict[str, list[str]],
                   lookups: dict[str, dict[str, int]] | None = None) -> np.ndarray:
     """The float64 matrix LightGBM predicts on: numeric columns, then category codes (NaN when missing or unseen).
 
     Equal to what LightGBM builds from encode_frame's DataFrame, without the DataFrame (one numpy array per call).
+    X may also be a mapping of column -> values (the serving request path; the same codes, tested).
     """
+    if not isinstance(X, pd.DataFrame):
+        return _encode_mapping(X, numeric, categories, lookups)
     check_columns(X, list(numeric) + list(categories))
     out = np.empty((len(X), len(numeric) + len(categories)), dtype="float64")
     block = X[list(numeric)]
@@ -103,17 +106,42 @@ def encode_matrix(X: pd.DataFrame, numeric: list[str], categories: dict[str, lis
     return out
 
 
+def _encode_mapping(X: Mapping[str, Any], numeric: list[str], categories: dict[str, list[str]],
+                    lookups: dict[str, dict[str, int]] | None) -> np.ndarray:
+    """encode_matrix for column -> values: numbers as float64 (None and non-numbers NaN), categories through
+    the fitted lookup of their text (NaN when missing or unseen), as `_category_codes` codes them."""
+    missing = [c for c in list(numeric) + list(categories) if c not in X]
+    if missing:
+        raise TradecastError(f"model input is missing column(s): {', '.join(missing)}")
+    n = len(next(iter(X.values()))) if X else 0
+    out = np.empty((n, len(numeric) + len(categories)), dtype="float64")
+    for j, c in enumerate(numeric):
+        values = np.asarray(X[c])
+        if values.dtype.kind in "fiub":
+            out[:, j] = values
+        else:
+            out[:, j] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan)
+    for j, (c, cats) in enumerate(categories.items(), start=len(numeric)):
+        lookup = lookups[c] if lookups else {v: i for i, v in enumerate(cats)}
+        out[:, j] = [np.nan if v is None or v is pd.NA or (isinstance(v, float) and v != v)
+                     else lookup.get(v if isinstance(v, str) else str(v), np.nan) for v in X[c]]
+    return out
+
+
 class EncodedFrame:
     """A frame whose model matrix is built once and shared by every LightGBM estimator with the same encoding
     (risk asks two classifiers for probabilities and contributions: four encodings of one frame otherwise)."""
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: "pd.DataFrame | Mapping[str, Any]"):
         self.frame = frame
-        self.index = frame.index
+        self.index = frame.index if isinstance(frame, pd.DataFrame) else None
         self._matrices: dict[tuple, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return len(self.frame)
+        if isinstance(self.frame, pd.DataFrame):
+            return len(self.frame)
+        return len(next(iter(self.frame.values()))) if self.frame else 0
 
     def matrix(self, estimator: Any) -> np.ndarray:
         key = _encoding_key(estimator)
@@ -304,6 +332,10 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
         """Per-row feature contributions to the raw score along each row's decision paths, one column per feature
         (training.contributions: additive like LightGBM's TreeSHAP `pred_contrib`, about 20x cheaper per row,
         which matters for reason codes on the request path). The path table is built on first use."""
+        return pd.DataFrame(self.contribution_matrix(X), columns=self.columns_, index=X.index)
+
+    def contribution_matrix(self, X: "pd.DataFrame | EncodedFrame") -> np.ndarray:
+        """`contributions` as a (rows, columns_) array."""
         from training.contributions import PathContributions
 
         paths = self.__dict__.get("_paths")
@@ -311,7 +343,7 @@ class LGBMCalibratedClassifier(ClassifierMixin, BaseEstimator):
             paths = PathContributions.from_booster(self.model_.booster_)
             self._paths = paths
         contrib = paths.predict(booster_predict(self.model_, model_matrix(self, X), pred_leaf=True))
-        return pd.DataFrame(contrib[:, : len(self.columns_)], columns=self.columns_, index=X.index)
+        return contrib[:, : len(self.columns_)]
 
 
 def _fit_platt(raw: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

@@ -114,8 +114,12 @@ def reason_codes(contributions: list[pd.DataFrame], top: int, overrides: dict[st
     total = contributions[0].copy()
     for extra in contributions[1:]:
         total = total.add(extra, fill_value=0.0)
-    values = total.to_numpy()
-    names = np.array([readable(c, overrides) for c in total.columns], dtype=object)
+    return _top_reasons(total.to_numpy(), list(total.columns), top, overrides, min_contribution)
+
+
+def _top_reasons(values: np.ndarray, columns: list[str], top: int, overrides: dict[str, str] | None,
+                 min_contribution: float) -> list[str]:
+    names = np.array([readable(c, overrides) for c in columns], dtype=object)
     order = np.argsort(-values, axis=1)[:, :top]
     picked = np.take_along_axis(values, order, axis=1)
     out = []
@@ -140,6 +144,48 @@ def predict_outputs(model: TradecastModel, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"p_fraud": p_fraud, "p_compliance": p_comp,
                          "risk_level": risk_levels(p_fraud, p_comp, model.spec["levels"]),
                          "reason_codes": reasons}, index=frame.index)
+
+
+def supports_columns(model: TradecastModel) -> bool:
+    """Whether `predict_output_columns` can answer for this model (both classifiers LightGBM)."""
+    from training.estimators import LGBMCalibratedClassifier
+
+    return all(isinstance(model.estimators[k], LGBMCalibratedClassifier) for k in ("fraud", "compliance"))
+
+
+def predict_output_columns(model: TradecastModel, columns: dict[str, Any]) -> dict[str, Any]:
+    """`predict_outputs` for the request path: column -> values in, column -> array out, no DataFrame.
+
+    Needs what serving passes (request fields, account_age_days, order_category and the risk_v1 features,
+    on-demand ones included; missing on-demand features are computed by the same function) and LightGBM
+    classifiers (`supports_columns`). Same numbers as `predict_outputs` (tested)."""
+    from features.on_demand import ON_DEMAND_OUTPUTS, risk_request_features
+    from training.estimators import EncodedFrame
+
+    if "ordered_at" not in columns:
+        raise TradecastError("risk model input is missing column 'ordered_at'")
+    x = dict(columns)
+    ordered = np.asarray(x["ordered_at"], dtype="datetime64[ns]")  # naive UTC
+    x["order_hour"] = (ordered.astype("datetime64[h]").astype(np.int64) % 24).astype("float64")
+    if "account_age_days" not in x and "account_created_at" in x:
+        created = np.asarray(x["account_created_at"], dtype="datetime64[ns]")
+        x["account_age_days"] = (ordered - created) / np.timedelta64(1, "D")
+    if "order_category" not in x and "category" in x:
+        x["order_category"] = x["category"]
+    if any(c not in x for c in ON_DEMAND_OUTPUTS["risk_request"]):
+        x = {**risk_request_features(x), **x}
+    fraud, compliance = model.estimators["fraud"], model.estimators["compliance"]
+    xs = EncodedFrame(x)
+    p_fraud = fraud.predict_proba(xs)[:, 1]
+    p_comp = compliance.predict_proba(xs)[:, 1]
+    top, names = model.spec.get("reason_codes", 3), model.spec.get("reason_names")
+    if fraud.columns_ == compliance.columns_:
+        reasons = _top_reasons(fraud.contribution_matrix(xs) + compliance.contribution_matrix(xs), fraud.columns_,
+                               top, names, 0.05)
+    else:  # different inputs: align by name as reason_codes does
+        reasons = reason_codes([e.contributions(xs) for e in (fraud, compliance)], top, names)
+    return {"p_fraud": p_fraud, "p_compliance": p_comp,
+            "risk_level": risk_levels(p_fraud, p_comp, model.spec["levels"]), "reason_codes": reasons}
 
 
 @dataclass
