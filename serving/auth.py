@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Callable
 
+from serving.coalesce import IN_FLIGHT
 from tradecast.errors import TradecastError
 from tradecast.paths import ensure_dir, home
 
@@ -92,7 +93,15 @@ class ApiKeyMiddleware:
         if length > self.max_body_bytes:
             return await _send_json(send, 413, {"error": f"body: {length} bytes, at most {self.max_body_bytes} allowed",
                                                 "field": "body"})
-        return await self.app(scope, receive, send)
+        family = SINGLE_PREDICTION_ROUTES.get(scope["path"])
+        if family is None:
+            return await self.app(scope, receive, send)
+        with IN_FLIGHT.track(family):  # serving.coalesce waits for accepted requests to join a flush
+            return await self.app(scope, receive, send)
+
+
+# single-item prediction routes and their family (their requests are coalesced, see serving.coalesce)
+SINGLE_PREDICTION_ROUTES = {"/forecast_demand": "demand", "/predict_delay": "delay", "/score_risk": "risk"}
 
 
 def explain_validation_body(body: dict[str, Any]) -> dict[str, Any]:

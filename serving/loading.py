@@ -54,6 +54,10 @@ class ServingConfig(ConfigModel):
     # a power cut can lose the last updates, never corrupt the file). False: SQLite's defaults (fsync per commit).
     online_store_wal: bool = True
     runtime_factory: Optional[str] = None
+    # single requests arriving together are scored in one call of up to this many (1: each on its own); a call
+    # waits at most coalesce_linger_ms for requests already accepted by the worker (serving/coalesce.py)
+    coalesce_max_items: int = Field(32, ge=1, le=500)
+    coalesce_linger_ms: float = Field(2.0, ge=0, le=50)
 
     def model_post_init(self, _context: Any) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]

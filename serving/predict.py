@@ -56,6 +56,7 @@ class LoggedBatch:
     features: pd.DataFrame | dict[str, np.ndarray]
     outputs: pd.DataFrame | dict[str, np.ndarray]
     defaults_used: np.ndarray
+    row_request_ids: np.ndarray | None = None  # per row, when coalesced single requests share one batch
 
 
 @dataclass

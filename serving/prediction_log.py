@@ -107,10 +107,11 @@ def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
         for k in range(_rows(batch.inputs)):
             row = inputs[j]
             item = int(batch.item_index[k])
-            pid = f"{batch.request_id}:{item}" if horizons is None else f"{batch.request_id}:{item}:{int(horizons[k])}"
+            rid = batch.request_id if batch.row_request_ids is None else str(batch.row_request_ids[k])
+            pid = f"{rid}:{item}" if horizons is None else f"{rid}:{item}:{int(horizons[k])}"
             records.append({
                 "prediction_id": pid,
-                "request_id": batch.request_id,
+                "request_id": rid,
                 "logged_at": logged_at,
                 "family": family,
                 "endpoint": batch.endpoint,

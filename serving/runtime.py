@@ -12,10 +12,12 @@ import threading
 import time
 from typing import Any, Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 from serving import predict as P
 from serving.bundle import ENDPOINTS, FeatureSource, ModelBundle
+from serving.coalesce import Coalescer
 from serving.loading import FeastFeatureSource, MlflowChampions, ServingConfig, load_champion_bundle, load_serving_config
 from serving.prediction_log import PredictionLogger
 from serving.schemas import REQUEST_MODELS
@@ -36,6 +38,7 @@ class ServingRuntime:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._reload_lock = threading.Lock()
+        self._coalescers: dict[str, Coalescer] = {}
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "ServingRuntime":
@@ -48,6 +51,9 @@ class ServingRuntime:
     def close(self) -> None:
         """Stop polling and flush the prediction log (no record lost on a clean stop)."""
         self._stop.set()
+        for family, coalescer in self._coalescers.items():
+            logger.info("%s: %d single requests answered in %d calls (%.2f per call)", family, coalescer.items,
+                        coalescer.flushes, coalescer.items / max(coalescer.flushes, 1))
         self.log.close()
 
     def warm_up(self) -> None:
@@ -113,6 +119,40 @@ class ServingRuntime:
         result = P.PREDICTORS[family](items, model, self.features, request_id, **kwargs)
         self.log.append(result.logged)
         return result
+
+    def _call_requests(self, family: str, requests: Sequence[tuple[BaseModel, str]]) -> list[dict[str, Any]]:
+        """Several single requests (item, request id) in one call: each answer and log record keeps its own
+        request id, as if it had been scored alone."""
+        items, ids = [item for item, _ in requests], [rid for _, rid in requests]
+        model = self.models[family]
+        kwargs: dict[str, Any] = {}
+        if family == "delay":
+            kwargs["alert_hours"] = self.config.alert_delay_hours
+        elif family == "risk":
+            kwargs["levels"] = self.config.risk_levels
+        result = P.PREDICTORS[family](items, model, self.features, ids[0], **kwargs)
+        if result.logged is not None and len(ids) > 1:
+            logged = result.logged
+            logged.row_request_ids = np.asarray(ids, dtype=object)[logged.item_index]
+            logged.item_index = np.zeros(len(logged.item_index), dtype=np.int64)
+        self.log.append(result.logged)
+        return [{**response, "request_id": rid} for response, rid in zip(result.responses, ids)]
+
+    async def predict_async(self, family: str, item: BaseModel, request_id: str) -> tuple[int, Any]:
+        """`predict` for the async endpoints: requests that arrive together are scored together
+        (serving.coalesce; `coalesce_max_items: 1` scores each on its own)."""
+        down = self.unavailable(family)
+        if down:
+            return down
+        if self.config.coalesce_max_items <= 1:
+            return 200, self._call(family, [item], request_id).responses[0]
+        coalescer = self._coalescers.get(family)
+        if coalescer is None:
+            coalescer = Coalescer(lambda requests, f=family: self._call_requests(f, requests),
+                                  max_items=self.config.coalesce_max_items,
+                                  linger_s=self.config.coalesce_linger_ms / 1000.0, key=family)
+            self._coalescers[family] = coalescer
+        return 200, await coalescer.submit((item, request_id))
 
     def unavailable(self, family: str) -> tuple[int, dict[str, Any]] | None:
         if family not in self.models or self.features is None:

@@ -60,19 +60,19 @@ class TradecastService:
     async def forecast_demand(self, request: DemandRequest, /) -> DemandResponse:
         """P10/P50/P90 units per day for one SKU in one market over the next 1-90 days."""
         rid = new_request_id()
-        return _answer(self.runtime.predict("demand", request, rid), rid)
+        return _answer(await self.runtime.predict_async("demand", request, rid), rid)
 
     @bentoml.api(route="/predict_delay")
     async def predict_delay(self, request: DelayRequest, /) -> DelayResponse:
         """Transit days P50/P90, P(late), expected hours late and a >48 h alert for one shipment."""
         rid = new_request_id()
-        return _answer(self.runtime.predict("delay", request, rid), rid)
+        return _answer(await self.runtime.predict_async("delay", request, rid), rid)
 
     @bentoml.api(route="/score_risk")
     async def score_risk(self, request: RiskRequest, /) -> RiskResponse:
         """P(fraud), P(compliance issue), risk level and reason codes for one order."""
         rid = new_request_id()
-        return _answer(self.runtime.predict("risk", request, rid), rid)
+        return _answer(await self.runtime.predict_async("risk", request, rid), rid)
 
     @bentoml.api(route="/forecast_demand_batch")
     async def forecast_demand_batch(self, items: DemandBatch, /) -> list[DemandResponse | ItemError]:
