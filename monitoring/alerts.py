@@ -66,7 +66,8 @@ def alert_reasons(drift: DriftResult | None, performance: PerformanceCheck | Non
     reasons: list[AlertReason] = []
     if performance is not None and performance.breached:
         reasons.append(AlertReason("red", "performance", performance.reason))
-    for seg in segments or []:
+    # worst breached segment first: it is named at the head of the alert's summary
+    for seg in sorted((s for s in segments or [] if s.breached), key=lambda s: -(s.change or 0.0)):
         if seg.breached:
             reasons.append(AlertReason("red", "segment_performance", seg.reason))
     if drift is not None and drift.dataset_drift:

@@ -58,8 +58,24 @@ class PerformanceRule(ConfigModel):
                                                         "(relative) ...")
     segment_min_change: float = Field(0.5, ge=0, description="... and it rises by at least this much in the metric's "
                                                               "units (0.5 transit days): tiny errors double easily")
-    segment_alpha: float = Field(0.01, gt=0, lt=1, description="... and a one-sided Welch t-test on the absolute "
-                                                               "errors gives p below this (few rows are noisy)")
+    segment_alpha: float = Field(0.01, gt=0, lt=1, description="... and a one-sided Mann-Whitney U test on the "
+                                                               "absolute errors gives p below this / the number of "
+                                                               "segments judged (few rows are noisy)")
+    segment_window: str | None = Field(
+        None, description="judge segments on the predictions whose labels ARRIVED in this last stretch (label-arrival "
+                          "window: the newest outcomes, whatever their age) against the same segment's labels that "
+                          "arrived in the reference_days before it; null = the overall check's prediction-time window")
+    min_segment_window_labels: int = Field(20, ge=2, description="with segment_window: labels a segment needs in the "
+                                           "arrival window (min_segment_labels still applies to its baseline)")
+    label_max_age: str = Field("120d", description="with segment_window: predictions older than this when the "
+                                                   "baseline starts are not read")
+
+    @field_validator("segment_window", "label_max_age")
+    @classmethod
+    def _segment_window_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
 
 
 class FamilyMonitorConfig(ConfigModel):

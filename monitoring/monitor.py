@@ -13,8 +13,8 @@ from monitoring.alerts import Alert, WebhookResult, alert_reasons, append_alert,
 from monitoring.config import MonitoringConfig, parse_window, severity_rank
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.outcomes import join_outcomes, load_outcomes
-from monitoring.performance import (PerformanceCheck, compare_with_backtest, segment_checks, served_baseline,
-                                    window_performance)
+from monitoring.performance import (PerformanceCheck, compare_with_backtest, segment_checks, select_arrived,
+                                    served_baseline, window_performance)
 from monitoring.predlog import read_prediction_log
 from monitoring.reference import champion_info, describe, load_reference
 from monitoring.report import build_drift_snapshot, evidently_metrics, report_paths, write_html, write_json
@@ -66,7 +66,13 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
     perf_start = until - parse_window(fam.performance_window) if fam.performance_window else start
     served = fam.performance.baseline == "served"
     base_start = perf_start - timedelta(days=cfg.reference_days)
-    log = read_prediction_log(family, min(start, base_start if served else perf_start), until, time_column)
+    rule = fam.performance
+    seg_start = until - parse_window(rule.segment_window) if rule.segment_window else None
+    seg_base_start = seg_start - timedelta(days=cfg.reference_days) if seg_start else None
+    read_from = min(start, base_start if served else perf_start)
+    if seg_base_start is not None:  # predictions whose labels may arrive in the segments' baseline or window
+        read_from = min(read_from, seg_base_start - parse_window(rule.label_max_age))
+    log = read_prediction_log(family, read_from, until, time_column)
     current = log.frame.loc[log.frame[time_column] >= start].reset_index(drop=True) if len(log.frame) else log.frame
     perf_end = until - parse_window(fam.performance_min_age) if fam.performance_min_age else until
     judged = log.frame.loc[(log.frame[time_column] >= perf_start) & (log.frame[time_column] < perf_end)] \
@@ -92,7 +98,7 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
             earlier_joined = join_outcomes(earlier.reset_index(drop=True), outcomes, family, as_of=until)
             baseline = served_baseline(window_performance(family, earlier_joined), fam.performance) \
                 if len(earlier) else None
-            if len(earlier):
+            if len(earlier) and seg_start is None:
                 segments = segment_checks(family, judged_joined, earlier_joined, fam.performance)
             if baseline is None and champion is not None:  # no earlier served period yet: the backtest
                 baseline = {**champion.metrics}
@@ -104,6 +110,13 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
         else:
             baseline = champion.metrics if champion else None
         performance = compare_with_backtest(perf, baseline, fam.performance)
+    if seg_start is not None and rule.segment_by and len(log.frame):
+        # segments on label arrival: the outcomes that came in during the last segment_window, against the
+        # same segment's outcomes that came in during the reference_days before (labels known at `until`)
+        everything = join_outcomes(log.frame.reset_index(drop=True), load_outcomes(family), family, as_of=until)
+        segments = segment_checks(family, select_arrived(family, everything, seg_start, until),
+                                  select_arrived(family, everything, seg_base_start, seg_start), rule,
+                                  min_judged=rule.min_segment_window_labels)
 
     alert = build_alert(family, alert_reasons(drift, performance, segments), start, until)
     html_path, json_path = report_paths(family, start, until)
@@ -114,6 +127,9 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
         "window": {"start": start.isoformat(), "end": until.isoformat(), "time_column": time_column,
                    "performance_start": perf_start.isoformat(), "performance_end": perf_end.isoformat(),
                    "performance_rows": len(judged),
+                   "segment_arrivals": None if seg_start is None else
+                   {"start": seg_start.isoformat(), "end": until.isoformat(),
+                    "baseline_start": seg_base_start.isoformat()},
                    "rows": len(current), "files": [str(p) for p in log.files], "bad_lines": log.bad_lines},
         "reference": {"source": reference.source, "rows": 0 if reference.empty else len(reference.frame)},
         "champion": describe(champion),

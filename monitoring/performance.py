@@ -218,14 +218,50 @@ def absolute_errors(family: str, joined: pd.DataFrame) -> np.ndarray:
     return err[~np.isnan(err)]
 
 
-def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule) -> list[PerformanceCheck]:
+def label_arrival_times(family: str, joined: pd.DataFrame) -> pd.Series:
+    """When each joined prediction's outcome became known (NaT when unlabelled).
+
+    delay: delivered_at (else event time + transit days); demand: the day after the forecast date (sales are
+    reported the next day). Risk negatives are confirmed only when their chargeback window closes, so risk has no
+    arrival time to window on.
+    """
+    labelled = joined["labelled"].astype(bool) if "labelled" in joined.columns else pd.Series(False, index=joined.index)
+    if family == "delay":
+        arrived = pd.to_datetime(joined.get("y_delivered_at"), errors="coerce") if "y_delivered_at" in joined.columns \
+            else pd.Series(pd.NaT, index=joined.index)
+        if "event_time" in joined.columns:
+            derived = pd.to_datetime(joined["event_time"]) + pd.to_timedelta(_numeric(joined, "y_transit_days"), unit="D")
+            arrived = arrived.fillna(derived)
+    elif family == "demand":
+        col = "date" if "date" in joined.columns else "y_date"
+        arrived = pd.to_datetime(joined[col], errors="coerce") + pd.Timedelta(days=1)
+    else:
+        raise ValueError(f"label-arrival windows need an arrival time per label; '{family}' negatives have none")
+    return arrived.where(labelled)
+
+
+def select_arrived(family: str, joined: pd.DataFrame, start, end) -> pd.DataFrame:
+    """The labelled predictions whose outcome arrived in [start, end), whatever their prediction time.
+
+    At a steady state the outcomes arriving in a stretch are an unbiased sample of all outcomes (an event-time
+    window with immature labels holds only the fast ones), and a change shows as soon as its first labels arrive.
+    """
+    arrived = label_arrival_times(family, joined)
+    keep = (arrived >= pd.Timestamp(start)) & (arrived < pd.Timestamp(end))
+    return joined.loc[keep.fillna(False).to_numpy()].reset_index(drop=True)
+
+
+def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule,
+                   min_judged: int | None = None) -> list[PerformanceCheck]:
     """Each segment's mean absolute error on the judged period against the same segment served before.
 
     A shift confined to a few lanes (sea freight to Europe is ~2% of shipments) moves the overall MAE by less
     than its limit; per segment it stands out. A segment breaches when its error rises by more than
-    `segment_limit` and a one-sided Welch t-test on the absolute errors gives p < `segment_alpha` (segments are
-    small and noisy). Segments with fewer than `min_segment_labels` labelled predictions in either period are
-    not judged.
+    `segment_limit` (and by `segment_min_change`) and a one-sided Mann-Whitney U test on the absolute errors gives
+    p < `segment_alpha` (rank-based: absolute errors are skewed and a label-arrival window may hold a handful of
+    rows, where a t-test alarms on one outlier), Bonferroni-corrected for the number of segments judged (many
+    segments, many chances). Segments with fewer than `min_segment_labels` labelled predictions in the earlier
+    period, or `min_judged` (default the same) in the judged one, are not judged.
     """
     from scipy import stats
 
@@ -233,17 +269,22 @@ def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rul
     judged, earlier = add_segment_columns(judged), add_segment_columns(earlier)
     if not cols or any(c not in judged.columns or c not in earlier.columns for c in cols):
         return []
-    checks = []
+    min_judged = rule.min_segment_labels if min_judged is None else min_judged
     before = {key: part for key, part in earlier.groupby(cols, dropna=True, observed=True)}
+    pairs = []
     for key, part in judged.groupby(cols, dropna=True, observed=True):
         if key not in before:
             continue
         now, base = absolute_errors(family, part), absolute_errors(family, before[key])
-        if len(now) < rule.min_segment_labels or len(base) < rule.min_segment_labels or base.mean() <= 0:
+        if len(now) < min_judged or len(base) < rule.min_segment_labels or base.mean() <= 0:
             continue
+        pairs.append((key, now, base))
+    alpha = rule.segment_alpha / max(len(pairs), 1)
+    checks = []
+    for key, now, base in pairs:
         change = (now.mean() - base.mean()) / base.mean()
-        p_value = float(stats.ttest_ind(now, base, equal_var=False, alternative="greater").pvalue)
-        breached = bool(change > rule.segment_limit and p_value < rule.segment_alpha
+        p_value = float(stats.mannwhitneyu(now, base, alternative="greater").pvalue)
+        breached = bool(change > rule.segment_limit and p_value < alpha
                         and now.mean() - base.mean() >= rule.segment_min_change)
         name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         checks.append(PerformanceCheck(
@@ -252,5 +293,5 @@ def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rul
             limit=rule.segment_limit, change=float(change), n_labelled=len(now), label_coverage=1.0,
             reason=f"segment {name}: MAE {now.mean():.2f} vs {base.mean():.2f} served before ({change:+.0%}, "
                    f"p={p_value:.2g}, n={len(now)}/{len(base)}; limit +{rule.segment_limit:.0%} and "
-                   f"+{rule.segment_min_change:g}, alpha {rule.segment_alpha})"))
+                   f"+{rule.segment_min_change:g}, alpha {rule.segment_alpha}/{len(pairs)} segments)"))
     return checks

@@ -167,3 +167,59 @@ def test_performance_breach_is_red_with_late_labels(tmp_home, tmp_path):
     perf = summary["performance"]
     assert perf["backtest_value"] == pytest.approx(1.0) and perf["window_value"] == pytest.approx(3.0)
     assert perf["n_labelled"] == 300
+
+
+def _sea_log(tmp_path, extra_days: float):
+    """120 days of sea shipments to Germany (p50 40 days) and air to the US (p50 8); sea shipments created from
+    1 Oct take `extra_days` longer, so with 10 their deliveries start arriving ~19-20 Nov."""
+    import numpy as np
+    import pandas as pd
+
+    from monitoring.outcomes import ingest_outcomes
+
+    rng = np.random.default_rng(11)
+    created = pd.date_range("2026-07-01", "2026-11-21", freq="2h")
+    n = len(created)
+    sea = np.arange(n) % 4 == 0  # one in four (3 a day): sea to DE
+    p50 = np.where(sea, 40.0, 8.0)
+    frame = pd.DataFrame({"shipment_id": [f"S{i:05d}" for i in range(n)], "mode": np.where(sea, "sea", "air"),
+                          "lane": np.where(sea, "CN-SZX>DE", "CN-NGB>US"), "weight_kg": rng.lognormal(1, 0.5, n),
+                          "promised_days": np.where(sea, 45.0, 10.0), "lane_delay_7d": 1.0,
+                          "customs_channel": "standard", "transit_days_p50": p50, "transit_days_p90": p50 * 1.2,
+                          "p_late": 0.1})
+    records = []
+    for at, part in zip(created, np.array_split(frame, n)):
+        for rec in delay_records(part, at.to_pydatetime(), 1):
+            rec["inputs"]["destination_market"] = "DE" if rec["inputs"]["mode"] == "sea" else "US"
+            records.append(rec)
+    write_prediction_records("delay", records)
+    transit = p50 + rng.gamma(1.0, 1.5, n) * rng.choice([-1.0, 1.0], n)
+    transit = transit + np.where(sea & (created >= pd.Timestamp("2026-10-01")), extra_days, 0.0)
+    src = tmp_path / "deliveries.csv"
+    pd.DataFrame({"shipment_id": frame["shipment_id"],
+                  "delivered_at": created + pd.to_timedelta(transit, unit="D")}).to_csv(src, index=False)
+    ingest_outcomes("delay", src)
+
+
+@pytest.mark.parametrize("extra_days", [0.0, 10.0])
+def test_segment_judged_on_label_arrival_flags_the_first_late_deliveries(tmp_home, tmp_path, extra_days):
+    """The first late sea>Europe deliveries (~4 days of them) raise a red segment alert naming the segment, while the
+    prediction-time check cannot see them yet; the same log without the delay raises no segment breach."""
+    from monitoring.config import load_monitoring_config
+    from monitoring.monitor import run_monitor
+
+    _sea_log(tmp_path, extra_days)
+    result = run_monitor("delay", load_monitoring_config(), until=datetime(2026, 11, 24), time_column="event_time",
+                         send_webhook=False, write=False)
+    segments = {s["metric"]: s for s in result.summary["segments"]}
+    assert result.summary["window"]["segment_arrivals"]["start"] == "2026-11-17T00:00:00"
+    sea = segments["mae[sea/europe]"]
+    assert (sea["status"] == "breach") == (extra_days > 0)
+    assert not segments["mae[air/north_america]"]["status"] == "breach"
+    if extra_days:
+        assert result.severity == "red"
+        assert result.alert.reasons[0].kind == "segment_performance"
+        assert "sea/europe" in result.alert.reasons[0].message
+        assert result.performance is None or not result.performance.breached  # event time: not visible yet
+    else:
+        assert not any(s["status"] == "breach" for s in segments.values())

@@ -194,3 +194,79 @@ def test_segment_breach_found_only_where_the_shift_is():
     checks = {c.metric: c for c in segment_checks("delay", hit, before, rule)}
     assert checks["mae[sea/europe]"].breached
     assert not checks["mae[air/north_america]"].breached and not checks["mae[sea/sea]"].breached
+
+
+def test_label_arrival_window_selects_the_outcomes_that_arrived(tmp_home, tmp_path):
+    """Segments are judged on the deliveries that came in during the window, whatever the shipment's age."""
+    from monitoring.performance import label_arrival_times, select_arrived
+
+    created = {"OLD": "2026-09-01", "MID": "2026-11-10", "NEW": "2026-11-18", "EARLY": "2026-11-01",
+               "OPEN": "2026-11-05", "FUTURE": "2026-10-01"}
+    delivered = {"OLD": "2026-11-17T08:00", "MID": "2026-11-15", "NEW": "2026-11-21T23:00", "EARLY": "2026-11-14T23:59",
+                 "FUTURE": "2026-11-23"}  # OPEN: not delivered yet; FUTURE: after `as_of`
+    preds = pd.DataFrame({"shipment_id": list(created), "event_time": pd.to_datetime(list(created.values())),
+                          "out_transit_days_p50": 10.0})
+    src = tmp_path / "deliveries.csv"
+    pd.DataFrame({"shipment_id": list(delivered), "delivered_at": list(delivered.values())}).to_csv(src, index=False)
+    ingest_outcomes("delay", src)
+    joined = join_outcomes(preds, load_outcomes("delay"), "delay", as_of=datetime(2026, 11, 22))
+    arrived = label_arrival_times("delay", joined)
+    assert arrived.isna().tolist() == [False, False, False, False, True, True]  # OPEN unknown, FUTURE not yet
+    window = select_arrived("delay", joined, datetime(2026, 11, 15), datetime(2026, 11, 22))
+    assert sorted(window["shipment_id"]) == ["MID", "NEW", "OLD"]  # a 77-day-old shipment counts when it arrives
+    assert window.set_index("shipment_id").loc["OLD", "y_transit_days"] == pytest.approx(77 + 8 / 24)
+    before = select_arrived("delay", joined, datetime(2026, 10, 18), datetime(2026, 11, 15))
+    assert before["shipment_id"].tolist() == ["EARLY"]
+
+
+def _sea_europe_period(rng, n_sea_eu: int, extra: float) -> pd.DataFrame:
+    """Absolute errors are skewed (gamma), like transit days: a t-test on a handful of rows must still hold."""
+    modes = ["air"] * 200 + ["sea"] * n_sea_eu + ["sea"] * 60
+    markets = ["US"] * 200 + ["DE"] * n_sea_eu + ["MY"] * 60
+    p50 = rng.uniform(5, 40, len(modes))
+    err = rng.gamma(1.0, 2.0, len(modes)) * rng.choice([-1.0, 1.0], len(modes))
+    err[200:200 + n_sea_eu] += extra
+    return pd.DataFrame({"in_mode": modes, "in_destination_market": markets, "out_transit_days_p50": p50,
+                         "y_transit_days": p50 + err})
+
+
+def test_few_arrived_labels_flag_a_segment_but_noise_does_not():
+    """With the delay config (label-arrival window), 6 late sea>Europe deliveries breach that segment alone; on
+    same-distribution windows of 6 rows the share of monitor runs with any breach stays at the configured alpha
+    (Mann-Whitney, Bonferroni over segments, effect size)."""
+    from monitoring.performance import segment_checks
+
+    rule = load_monitoring_config().family("delay").performance
+    assert rule.segment_window == "7d" and rule.min_segment_window_labels == 5 and rule.segment_alpha == 0.001
+    rng = np.random.default_rng(3)
+    found = 0
+    for _ in range(100):
+        hit = {c.metric: c for c in segment_checks("delay", _sea_europe_period(rng, 6, 10.0),
+                                                   _sea_europe_period(rng, 25, 0.0), rule,
+                                                   min_judged=rule.min_segment_window_labels)}
+        found += hit["mae[sea/europe]"].breached
+        assert not hit["mae[air/north_america]"].breached
+        assert hit["mae[sea/europe]"].n_labelled == 6
+    assert found >= 95
+    false_alarms = 0
+    for _ in range(500):
+        checks = segment_checks("delay", _sea_europe_period(rng, 6, 0.0), _sea_europe_period(rng, 25, 0.0), rule,
+                                min_judged=rule.min_segment_window_labels)
+        false_alarms += any(c.breached for c in checks)
+    assert false_alarms <= 2  # alpha 0.001 per run: 0.5 expected in 500
+    too_few = segment_checks("delay", _sea_europe_period(rng, 4, 10.0), _sea_europe_period(rng, 25, 0.0), rule,
+                             min_judged=rule.min_segment_window_labels)
+    assert "mae[sea/europe]" not in {c.metric for c in too_few}
+
+
+def test_alert_names_the_worst_segment_first():
+    from monitoring.alerts import alert_reasons
+    from monitoring.performance import PerformanceCheck
+
+    def seg(name: str, change: float, status: str = "breach") -> PerformanceCheck:
+        return PerformanceCheck(metric=f"mae[{name}]", status=status, window_value=1 + change, backtest_value=1.0,
+                                backtest_metric=None, rule="relative_increase", limit=0.5, change=change,
+                                reason=f"segment {name}")
+
+    reasons = alert_reasons(None, None, [seg("air/europe", 0.6), seg("sea/europe", 2.2), seg("rail/asia", 3.0, "ok")])
+    assert [r.message for r in reasons] == ["segment sea/europe", "segment air/europe"]
