@@ -1,10 +1,13 @@
 """`tradecast demo`: the main job end to end on the embedded defaults, one plain function per stage.
 
-The demo replays a deployment on synthetic data in which a Red Sea-style disruption hits sea lanes to Europe
-part-way (the generator's `red_sea` scenario, moved to `EVENT_DAYS_BEFORE_NOW` days before the data ends):
+The demo replays a deployment on synthetic data in which a fraud ring starts part-way: aged accounts with
+matching countries share a few devices at a few merchants (the generator's `fraud_ring` scenario, moved to
+`EVENT_DAYS_BEFORE_NOW` days before the data ends). The champion, trained before the ring existed, misses most of
+its orders; chargebacks arrive 30-90 days after the order, so the risk monitor sees the recall drop some weeks
+later, and a retrain at `now` learns the ring from the label windows closed by then:
 
   deploy day D = event - 28 d          now = the day after the last generated day
-  |---- training history ----|-- traffic before the event --|-- traffic after the event (150 d) --|
+  |---- training history ----|-- traffic before the event --|-- traffic after the event (240 d) --|
                              D                            event                                   now
 
 1. generate the canonical tables (scenario included) and keep them in memory;
@@ -55,18 +58,23 @@ from tradecast.paths import (PROJECT_ROOT, ensure_dir, feast_dir, home, mlflow_d
                              prediction_log_dir, reports_dir)
 
 FAMILIES = ("demand", "delay", "risk")
-SCENARIO = "red_sea"
-SCENARIO_FAMILY = "delay"  # the family the scenario should trip
-# Sea freight outcomes arrive 40-55 days after creation, so a retrain can only learn the disruption (and its
-# backtest show it) months after the event: the demo's "now" is this long after it.
-EVENT_DAYS_BEFORE_NOW = 150
+SCENARIO = "fraud_ring"
+SCENARIO_FAMILY = "risk"  # the family the scenario should trip
+# Fraud labels close 90 days after the order (chargebacks come 30-90 days late), so a retrain can only learn the
+# ring from its orders months after it starts, and the gate judges it on the last closed label windows: with "now"
+# 240 days after the event, training closes at day 150 and the three 28-day backtest folds (days 66-150) each train
+# on two months or more of labelled ring orders (at 180 days the first fold would train on six days of them and the new
+# version lost to the deployed champion on the folds, 0.590 vs 0.605). The demo's "now" is this long after the event.
+EVENT_DAYS_BEFORE_NOW = 240
 PRE_EVENT_DAYS = 28  # traffic served before the event: the monitor's reference
 STEP_DAYS = 14  # traffic is replayed two weeks at a time ...
 MATERIALIZE_EVERY_STEPS = 2  # ... and the online store materialized every four weeks (Feast costs ~25 s a run)
 DEMAND_HORIZON_DAYS = 14  # each step's forecasts cover its days
 DEMAND_SERIES_PER_STEP = 120  # forecast requests per step (a sample of the sku x market series)
 MIN_DAYS = 600  # tiny's 240 days are too short: a year of history before the deploy day (risk labels take 90 days)
-MONITOR_FIRST_DAYS, MONITOR_EVERY_DAYS = 75, 14  # the scenario family's scheduled monitor, replayed
+MONITOR_FIRST_DAYS, MONITOR_EVERY_DAYS = 30, 14  # the scenario family's scheduled monitor, replayed (risk
+# performance is judged on predictions at least 30 days old: day 30 is the first run that judges any made after
+# the event)
 RISK_ORDERS_PER_STEP = 700  # a seeded sample of each step's orders keeps the replay short at --scale small
 BATCH_ITEMS = 400  # under serving's max_batch_items (500)
 STATE_VERSION = 1
@@ -703,8 +711,8 @@ def replay_monitor_schedule(plan: DemoPlan, family: str, say: Say, first_days: i
                             every_days: int = MONITOR_EVERY_DAYS) -> tuple[list[tuple[pd.Timestamp, Any]], Any]:
     """The scheduled monitor of `family` as it would have run every `every_days` after the event, each seeing
     only the labels known on its day; stops at the first alert reaching retrain.min_severity. It starts
-    `first_days` after the event: delay performance is judged on predictions 45-75 days old (sea freight must
-    have arrived), so that is the first run whose judged predictions were all made after the event. Returns
+    `first_days` after the event: risk performance is judged on predictions at least 30 days old (chargebacks
+    come late), so that is the first run that can see any order placed after the event. Returns
     every run (day, result) and the alerting result (or None)."""
     from monitoring.config import load_monitoring_config, severity_rank
 
