@@ -1,6 +1,6 @@
 """`tradecast demo --scale tiny` end to end: models registered with champions, the service answered over HTTP
-(and refused bad requests), the monitor flagged the Red Sea shift on the delay family, the retrained version
-went through the gate and the running service answered with it, and the service was stopped."""
+(and refused bad requests), the monitor flagged the fraud ring on the risk family, the retrained version went
+through the gate and the running service answered with it, and the service was stopped."""
 
 from __future__ import annotations
 
@@ -41,26 +41,27 @@ def test_demo_runs_end_to_end_on_tiny(tmp_home, monkeypatch):
     assert bad_item.status == 200 and "mode" in bad_item.message
     assert "weight_kg" in next(b.message for b in result.bad_requests if b.what == "negative weight")
 
-    # the delay monitor (replayed on its schedule after the event) flagged the scenario, with a report on disk
-    delay = result.first_alert
-    assert delay is not None, result.schedule
-    assert delay["severity"] in ("orange", "red"), delay
-    assert any("drifted" in r or "mae" in r for r in delay["reasons"])
+    # the risk monitor (replayed on its schedule after the event) flagged the scenario, with a report on disk
+    assert demo.SCENARIO == "fraud_ring" and demo.SCENARIO_FAMILY == "risk"
+    alert = result.first_alert
+    assert alert is not None, result.schedule
+    assert alert["severity"] in ("orange", "red"), alert
+    assert any("drifted" in r or "recall" in r for r in alert["reasons"])
     assert set(result.monitor) == set(demo.FAMILIES)  # today's run of every family
     for view in result.monitor.values():
         assert view["html"].endswith(".html")
     from pathlib import Path
 
-    assert Path(delay["html"]).stat().st_size > 10_000
+    assert Path(alert["html"]).stat().st_size > 10_000
 
-    # the retrained delay model went through the gate, and the service answered with the new version
-    step = next(s for s in result.retrain if s.family == "delay")
+    # the retrained risk model went through the gate, and the service answered with the new version
+    step = next(s for s in result.retrain if s.family == "risk")
     assert step.action == "retrained", step.line()
     assert step.promoted, step.line()
-    assert registry.champion_version("delay") == step.version != result.initial_versions["delay"]
-    assert result.served_after["delay"] == step.version
+    assert registry.champion_version("risk") == step.version != result.initial_versions["risk"]
+    assert result.served_after["risk"] == step.version
 
     # the service was stopped
     assert result.service_exit is not None
     text = demo.summary_text(result)
-    assert "mlflow ui --backend-store-uri" in text and "curl" in text and delay["html"] in text
+    assert "mlflow ui --backend-store-uri" in text and "curl" in text and alert["html"] in text

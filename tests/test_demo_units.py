@@ -87,7 +87,7 @@ def test_outcome_frames_only_hold_what_is_known(tiny_tables, tmp_home):
 
     ships = tiny_tables["shipments"]
     now = pd.Timestamp(ships["created_at"].max()).normalize() - pd.Timedelta(days=20)
-    plan = demo.DemoPlan("tiny", 7, "red_sea", 240, now - pd.Timedelta(days=200), now - pd.Timedelta(days=100),
+    plan = demo.DemoPlan("tiny", 7, "fraud_ring", 240, now - pd.Timedelta(days=200), now - pd.Timedelta(days=100),
                          now - pd.Timedelta(days=72), now, "x")
     frames = demo.outcome_frames(tiny_tables, plan)
     assert (pd.to_datetime(frames["delay"]["delivered_at"]) <= now).all()

@@ -75,6 +75,9 @@ MIN_DAYS = 600  # tiny's 240 days are too short: a year of history before the de
 MONITOR_FIRST_DAYS, MONITOR_EVERY_DAYS = 30, 14  # the scenario family's scheduled monitor, replayed (risk
 # performance is judged on predictions at least 30 days old: day 30 is the first run that judges any made after
 # the event)
+# a lengthened scale (tiny) also gets at least this many orders a day (small has ~110): the ring is 1.5% of orders,
+# and at tiny's 21 a day the retrain had too few labelled ring orders to beat the deployed champion on the folds
+MIN_ORDERS_PER_DAY = 100
 RISK_ORDERS_PER_STEP = 700  # a seeded sample of each step's orders keeps the replay short at --scale small
 BATCH_ITEMS = 400  # under serving's max_batch_items (500)
 STATE_VERSION = 1
@@ -114,7 +117,8 @@ def state_path() -> Path:
 
 def demo_data_config(scale: str):
     """configs/data.yaml with the scenario moved to `EVENT_DAYS_BEFORE_NOW` days before the end, and a scale
-    shorter than MIN_DAYS lengthened to it at the same daily volumes (tiny: 240 days -> MIN_DAYS)."""
+    shorter than MIN_DAYS lengthened to it at the same daily volumes (tiny: 240 days -> MIN_DAYS), orders at
+    least MIN_ORDERS_PER_DAY a day."""
     from features.generate import load_data_config
 
     cfg = load_data_config(None)
@@ -126,7 +130,7 @@ def demo_data_config(scale: str):
     if sc.days < MIN_DAYS:
         factor = MIN_DAYS / sc.days
         longer = sc.model_copy(update={"days": MIN_DAYS, "shipments": int(sc.shipments * factor),
-                                       "orders": int(sc.orders * factor)})
+                                       "orders": max(int(sc.orders * factor), MIN_ORDERS_PER_DAY * MIN_DAYS)})
         update["scales"] = {**cfg.scales, scale: longer}
     return cfg.model_copy(update=update)
 
