@@ -121,7 +121,7 @@ def demo(
                                     "(default) keeps the data and first models when their fingerprint matches."),
     port: Optional[int] = typer.Option(None, help="Port for the demo's service (default: a free one)."),
 ) -> None:
-    """Run the main job end to end: data with a Red Sea shift -> features -> train 3 families -> serve ->
+    """Run the main job end to end: data with a fraud ring starting part-way -> features -> train 3 families -> serve ->
     traffic -> outcomes -> monitor (drift) -> gated retrain -> new version served."""
     from tradecast.demo import run_with_display
 
