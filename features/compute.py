@@ -458,8 +458,10 @@ def compute_category_norms(shipments: pd.DataFrame, orders: pd.DataFrame) -> pd.
 def country_mismatch(orders: "pd.DataFrame | Mapping[str, Any]") -> "pd.Series | np.ndarray":
     """1.0 where IP, card and shipping countries (those present) disagree, 0.0 where they agree, NaN if < 2 known.
     A frame gives a Series on its index; a mapping of column -> values (the serving push) an array."""
+    from features.on_demand import n_rows
+
     is_frame = isinstance(orders, pd.DataFrame)
-    n = len(orders) if is_frame else len(next(iter(orders.values()), []))
+    n = n_rows(orders)
 
     def values(c: str) -> np.ndarray:
         if c not in orders:
@@ -467,7 +469,7 @@ def country_mismatch(orders: "pd.DataFrame | Mapping[str, Any]") -> "pd.Series |
         if is_frame:
             return orders[c].astype("object").where(orders[c].notna(), None).to_numpy()
         return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
-                         for v in orders[c]] + [0], dtype=object)[:n]  # the sentinel keeps it 1-D object
+                         for v in orders[c]], dtype=object)
 
     vals = [values(c) for c in ("ip_country", "card_country", "shipping_country")]
     known = [v != None for v in vals]  # noqa: E711 (elementwise on object arrays)

@@ -64,10 +64,11 @@ _DANGEROUS_RX = re.compile("|".join(k.replace(" ", r"\s+") for k in DANGEROUS_KE
 Table = "pd.DataFrame | Mapping[str, Any]"
 
 
-def _length(df: Table) -> int:
-    if isinstance(df, pd.DataFrame):
-        return len(df)
-    return len(next(iter(df.values()))) if df else 0
+def n_rows(table: Table) -> int:
+    """Rows of a frame or of a column -> values mapping (all columns the same length)."""
+    if isinstance(table, pd.DataFrame):
+        return len(table)
+    return len(next(iter(table.values()))) if table else 0
 
 
 def _values(df: Table, column: str) -> np.ndarray:
@@ -78,7 +79,7 @@ def _values(df: Table, column: str) -> np.ndarray:
 def _num(df: Table, column: str) -> np.ndarray:
     """A column as float64 (NaN when absent, null or not numeric)."""
     if column not in df:
-        return np.full(_length(df), np.nan)
+        return np.full(n_rows(df), np.nan)
     values = _values(df, column)
     if values.dtype == np.float64:
         return values
@@ -90,7 +91,7 @@ def _num(df: Table, column: str) -> np.ndarray:
 def _text(df: Table, column: str) -> list[str]:
     """A column as stripped lower-case strings ('' when absent or null)."""
     if column not in df:
-        return [""] * _length(df)
+        return [""] * n_rows(df)
     return ["" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v).strip().lower()
             for v in _values(df, column).tolist()]
 
@@ -123,7 +124,7 @@ def demand_request_features(df: pd.DataFrame) -> pd.DataFrame:
     promo = np.clip(np.nan_to_num(_num(df, "is_promotion"), nan=0.0), 0, 1)
     live = (np.nan_to_num(_num(df, "live_sessions"), nan=0.0) > 0).astype("float64")
     dow = _num(df, "target_dow")
-    factor = np.full(_length(df), np.nan)
+    factor = np.full(n_rows(df), np.nan)
     for d in range(7):
         factor = np.where(dow == d, _num(df, f"dow_index_{d}"), factor)
     return _frame(df, {

@@ -715,8 +715,10 @@ def online_feature_columns(service_name: str, columns: dict[str, Sequence[Any]],
     """`online_features` for the request path: join keys and request fields as column -> values (one per row)
     in, (feature -> array in `feature_names` order, defaults_used per row) out, with no DataFrame on the way.
     Same reads, defaults and on-demand functions, so the same values (tested against `online_features`)."""
+    from features.on_demand import n_rows
+
     plan = _plan(tables.store, service_name)
-    n = len(next(iter(columns.values()))) if columns else 0
+    n = n_rows(columns)
     given = {c: columns[c] for c in (*plan.keys, *plan.request) if c in columns}
     batch, extra = _read_online(tables.store, plan, given, n, tables)
     values, missing = _fill_and_derive_columns(service_name, batch, plan.kinds, extra,
@@ -805,11 +807,12 @@ def push_order_velocity(store: "feast.FeatureStore | None", orders: pd.DataFrame
 
     from features.compute import ACTIVITY_KEYS, country_mismatch
     from features.feature_repo.definitions import PUSH_VIEWS, activity_state_fields, view_feature_fields
+    from features.on_demand import n_rows
 
     store = tables.store if tables is not None else (store or default_store())
     cfg = _cfg(store)
     od = _order_columns(orders)
-    if not od or not len(next(iter(od.values()))):
+    if not n_rows(od):
         return 0
     for c in ("ordered_at", "amount"):
         if c not in od:

@@ -73,9 +73,7 @@ class PerformanceRule(ConfigModel):
     @field_validator("segment_window", "label_max_age")
     @classmethod
     def _segment_window_ok(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_window(value)
-        return value
+        return _window_or_none(value)
 
 
 class FamilyMonitorConfig(ConfigModel):
@@ -108,9 +106,7 @@ class FamilyMonitorConfig(ConfigModel):
     @field_validator("performance_window", "performance_min_age")
     @classmethod
     def _perf_window_ok(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_window(value)
-        return value
+        return _window_or_none(value)
 
 
 class WebhookConfig(ConfigModel):
@@ -168,6 +164,13 @@ def parse_window(text: str) -> timedelta:
         raise ConfigError(f"window '{text}': use a positive number of days or hours, e.g. 7d or 36h")
     n = int(match.group(1))
     return timedelta(days=n) if match.group(2) == "d" else timedelta(hours=n)
+
+
+def _window_or_none(value: str | None) -> str | None:
+    """A window text checked by parse_window (None passes): the config validators' shared check."""
+    if value is not None:
+        parse_window(value)
+    return value
 
 
 def severity_rank(severity: str | None) -> int:

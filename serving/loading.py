@@ -232,7 +232,7 @@ def _text(values: Any, missing: str) -> np.ndarray:
     """Text values with nulls as `missing` (an object array; plain Python over the few rows of a request)."""
     items = values.tolist() if hasattr(values, "tolist") else list(values)
     return np.array([missing if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
-                     for v in items] + [None], dtype=object)[:-1]  # the sentinel keeps it 1-D object
+                     for v in items], dtype=object)
 
 
 def _with_columns(rows: pd.DataFrame, new: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -161,13 +161,8 @@ def _array(values: list[Any]) -> np.ndarray:
 
 
 def _columns(items: Sequence[BaseModel], times: Sequence[str]) -> pd.DataFrame:
-    """Request fields as columns (built column-wise: cheaper than records for small batches); `times` become
-    datetime64[ns] (naive UTC, NaT when absent)."""
-    fields = list(type(items[0]).model_fields)
-    data: dict[str, Any] = {f: [getattr(it, f) for it in items] for f in fields}
-    for col in times:
-        data[col] = np.array(data[col], dtype="datetime64[ns]")
-    return pd.DataFrame(data)
+    """`_column_values` as a frame (built column-wise: cheaper than records for small batches)."""
+    return pd.DataFrame(_column_values(items, times))
 
 
 def delay_rows(items: Sequence[DelayRequest]) -> pd.DataFrame:
@@ -302,25 +297,34 @@ def score_risk(items: Sequence[RiskRequest], model: ModelBundle, features: Featu
     rows = risk_rows(items)
     features.push_orders(rows)
     vectors, raw = score(model, features, "risk", rows)
-    p_fraud = np.clip(raw["p_fraud"].to_numpy(dtype="float64"), 0.0, 1.0)
-    p_comp = np.clip(raw["p_compliance"].to_numpy(dtype="float64"), 0.0, 1.0)
-    if "risk_level" in raw.columns:
-        level = raw["risk_level"].astype(str).to_numpy()
-    else:
-        level = risk_level(p_fraud, p_comp, levels or DEFAULT_RISK_LEVELS)
-    reasons = raw["reasons"].tolist() if "reasons" in raw.columns else [[] for _ in range(len(rows))]
-    outputs = pd.DataFrame({"p_fraud": p_fraud, "p_compliance": p_comp, "risk_level": level,
-                            "reasons": pd.Series(reasons, dtype=object)})
-    defaults = vectors.defaults_used
-    ids = rows["order_id"].to_numpy()
-    responses = [{
-        "model_name": model.name, "model_version": str(model.version), "request_id": request_id,
-        "defaults_used": bool(defaults[i]), "order_id": str(ids[i]), "p_fraud": float(p_fraud[i]),
-        "p_compliance": float(p_comp[i]), "risk_level": str(level[i]), "reasons": [str(r) for r in reasons[i]],
-    } for i in range(len(rows))]
-    logged = _logged("risk", endpoint, request_id, model, rows, vectors, outputs,
+    outputs, responses = _risk_answers(raw, model, request_id, vectors.defaults_used, rows["order_id"].to_numpy(),
+                                       levels)
+    logged = _logged("risk", endpoint, request_id, model, rows, vectors, pd.DataFrame(outputs),
                      _positions(positions, len(rows)), now)
     return PredictionResult(responses, logged)
+
+
+def _risk_answers(raw: Any, model: Any, request_id: str, defaults: np.ndarray, ids: np.ndarray,
+                  levels: dict[str, float] | None) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The model's raw risk outputs (a frame or column -> array) as clipped output columns and JSON answers."""
+    n = len(ids)
+    p_fraud = np.clip(np.asarray(raw["p_fraud"], dtype="float64"), 0.0, 1.0)
+    p_comp = np.clip(np.asarray(raw["p_compliance"], dtype="float64"), 0.0, 1.0)
+    if "risk_level" in raw:
+        level = np.asarray(raw["risk_level"]).astype(str)
+    else:
+        level = risk_level(p_fraud, p_comp, levels or DEFAULT_RISK_LEVELS)
+    reasons = list(raw["reasons"]) if "reasons" in raw else [[] for _ in range(n)]
+    reasons_column = np.empty(n, dtype=object)
+    reasons_column[:] = reasons
+    outputs = {"p_fraud": p_fraud, "p_compliance": p_comp, "risk_level": level, "reasons": reasons_column}
+    version = str(model.version)
+    responses = [{
+        "model_name": model.name, "model_version": version, "request_id": request_id,
+        "defaults_used": bool(defaults[i]), "order_id": str(ids[i]), "p_fraud": float(p_fraud[i]),
+        "p_compliance": float(p_comp[i]), "risk_level": str(level[i]), "reasons": [str(r) for r in reasons[i]],
+    } for i in range(n)]
+    return outputs, responses
 
 
 def _score_risk_columns(items: Sequence[RiskRequest], model: Any, features: Any, request_id: str, now: datetime,
@@ -336,24 +340,10 @@ def _score_risk_columns(items: Sequence[RiskRequest], model: Any, features: Any,
     n = len(items)
     if any(len(raw[c]) != n for c in OUTPUT_COLUMNS["risk"]):
         raise RuntimeError(f"model {model.name} v{model.version} returned outputs of the wrong length for {n} rows")
-    p_fraud = np.clip(np.asarray(raw["p_fraud"], dtype="float64"), 0.0, 1.0)
-    p_comp = np.clip(np.asarray(raw["p_compliance"], dtype="float64"), 0.0, 1.0)
-    level = np.asarray(raw["risk_level"]).astype(str) if "risk_level" in raw else \
-        risk_level(p_fraud, p_comp, levels or DEFAULT_RISK_LEVELS)
-    reasons = raw.get("reasons") or [[] for _ in range(n)]
-    reasons_column = np.empty(n, dtype=object)
-    reasons_column[:] = reasons
-    outputs = {"p_fraud": p_fraud, "p_compliance": p_comp, "risk_level": level, "reasons": reasons_column}
-    ids = rows["order_id"]
-    version = str(model.version)
-    responses = [{
-        "model_name": model.name, "model_version": version, "request_id": request_id,
-        "defaults_used": bool(defaults[i]), "order_id": str(ids[i]), "p_fraud": float(p_fraud[i]),
-        "p_compliance": float(p_comp[i]), "risk_level": str(level[i]), "reasons": [str(r) for r in reasons[i]],
-    } for i in range(n)]
+    outputs, responses = _risk_answers(raw, model, request_id, defaults, rows["order_id"], levels)
     logged = LoggedBatch(family="risk", endpoint=endpoint, request_id=request_id, model_name=model.name,
-                         model_version=version, logged_at=now, item_index=_positions(positions, n), inputs=rows,
-                         features=vectors, outputs=outputs, defaults_used=np.asarray(defaults, dtype=bool))
+                         model_version=str(model.version), logged_at=now, item_index=_positions(positions, n),
+                         inputs=rows, features=vectors, outputs=outputs, defaults_used=np.asarray(defaults, dtype=bool))
     return PredictionResult(responses, logged)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from features.on_demand import n_rows
 from serving.predict import LoggedBatch
 from tradecast.errors import TradecastError
 from tradecast.paths import ensure_dir, prediction_log_dir
@@ -60,12 +61,6 @@ def _columns_of(table: Any) -> tuple[str, ...]:
 def _signature(batch: LoggedBatch) -> tuple:
     return (batch.family, type(batch.inputs) is dict, _columns_of(batch.inputs), _columns_of(batch.features),
             _columns_of(batch.outputs))
-
-
-def _rows(table: Any) -> int:
-    if isinstance(table, pd.DataFrame):
-        return len(table)
-    return len(next(iter(table.values()))) if table else 0
 
 
 def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
@@ -104,7 +99,7 @@ def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
     for batch in group:
         logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
         horizons = batch.inputs["horizon"].to_numpy() if family == "demand" else None
-        for k in range(_rows(batch.inputs)):
+        for k in range(n_rows(batch.inputs)):
             row = inputs[j]
             item = int(batch.item_index[k])
             rid = batch.request_id if batch.row_request_ids is None else str(batch.row_request_ids[k])

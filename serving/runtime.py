@@ -109,34 +109,27 @@ class ServingRuntime:
 
     # ---------------------------------------------------------------- predictions
     def _call(self, family: str, items: Sequence[BaseModel], request_id: str,
-              positions: Sequence[int] | None = None) -> P.PredictionResult:
-        model = self.models[family]
+              positions: Sequence[int] | None = None, request_ids: Sequence[str] | None = None) -> P.PredictionResult:
+        """Score items with the family's predictor and queue the log batch. `request_ids`: one per item, for
+        single requests answered together (each answer and log record keeps its own id)."""
         kwargs: dict[str, Any] = {"positions": positions}
         if family == "delay":
             kwargs["alert_hours"] = self.config.alert_delay_hours
         elif family == "risk":
             kwargs["levels"] = self.config.risk_levels
-        result = P.PREDICTORS[family](items, model, self.features, request_id, **kwargs)
+        result = P.PREDICTORS[family](items, self.models[family], self.features, request_id, **kwargs)
+        if request_ids is not None:
+            if result.logged is not None:
+                result.logged.row_request_ids = np.asarray(request_ids, dtype=object)[result.logged.item_index]
+                result.logged.item_index = np.zeros(len(result.logged.item_index), dtype=np.int64)
+            result.responses = [{**r, "request_id": rid} for r, rid in zip(result.responses, request_ids)]
         self.log.append(result.logged)
         return result
 
     def _call_requests(self, family: str, requests: Sequence[tuple[BaseModel, str]]) -> list[dict[str, Any]]:
-        """Several single requests (item, request id) in one call: each answer and log record keeps its own
-        request id, as if it had been scored alone."""
-        items, ids = [item for item, _ in requests], [rid for _, rid in requests]
-        model = self.models[family]
-        kwargs: dict[str, Any] = {}
-        if family == "delay":
-            kwargs["alert_hours"] = self.config.alert_delay_hours
-        elif family == "risk":
-            kwargs["levels"] = self.config.risk_levels
-        result = P.PREDICTORS[family](items, model, self.features, ids[0], **kwargs)
-        if result.logged is not None and len(ids) > 1:
-            logged = result.logged
-            logged.row_request_ids = np.asarray(ids, dtype=object)[logged.item_index]
-            logged.item_index = np.zeros(len(logged.item_index), dtype=np.int64)
-        self.log.append(result.logged)
-        return [{**response, "request_id": rid} for response, rid in zip(result.responses, ids)]
+        """Several single requests (item, request id) in one call, each answered as if scored alone."""
+        ids = [rid for _, rid in requests]
+        return self._call(family, [item for item, _ in requests], ids[0], request_ids=ids).responses
 
     async def predict_async(self, family: str, item: BaseModel, request_id: str) -> tuple[int, Any]:
         """`predict` for the async endpoints: requests that arrive together are scored together
