@@ -69,8 +69,16 @@ class PerformanceRule(ConfigModel):
                                            "arrival window (min_segment_labels still applies to its baseline)")
     label_max_age: str = Field("120d", description="with segment_window: predictions older than this when the "
                                                    "baseline starts are not read")
+    overdue_check: bool = Field(False, description="with segment_window (delay): also judge each segment on the "
+                                "shipments whose P90 deadline fell in the window: one still undelivered at its "
+                                "deadline is known to miss its P90 before it is delivered")
+    overdue_grace: str = Field("1d", description="a deadline counts once it is this long past (deliveries are "
+                                                 "reported late)")
+    overdue_min_share: float = Field(0.5, gt=0, le=1, description="a segment breaches when at least this share of "
+                                     "its due shipments is overdue and a one-sided binomial test against the "
+                                     "larger of 10% and its earlier share gives p below its alpha / segments")
 
-    @field_validator("segment_window", "label_max_age")
+    @field_validator("segment_window", "label_max_age", "overdue_grace")
     @classmethod
     def _segment_window_ok(cls, value: str | None) -> str | None:
         return _window_or_none(value)

@@ -13,8 +13,8 @@ from monitoring.alerts import Alert, WebhookResult, alert_reasons, append_alert,
 from monitoring.config import MonitoringConfig, parse_window, severity_rank
 from monitoring.drift import DriftResult, compute_drift
 from monitoring.outcomes import join_outcomes, load_outcomes
-from monitoring.performance import (PerformanceCheck, compare_with_backtest, segment_checks, select_arrived,
-                                    served_baseline, window_performance)
+from monitoring.performance import (PerformanceCheck, compare_with_backtest, overdue_checks, segment_checks,
+                                    select_arrived, select_due, served_baseline, window_performance)
 from monitoring.predlog import read_prediction_log
 from monitoring.reference import champion_info, describe, load_reference
 from monitoring.report import build_drift_snapshot, evidently_metrics, report_paths, write_html, write_json
@@ -114,9 +114,16 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
         # segments on label arrival: the outcomes that came in during the last segment_window, against the
         # same segment's outcomes that came in during the reference_days before (labels known at `until`)
         everything = join_outcomes(log.frame.reset_index(drop=True), load_outcomes(family), family, as_of=until)
+        # with the overdue check too, each check gets half the run's false-alarm budget (union bound)
+        alpha = rule.segment_alpha / 2 if rule.overdue_check else rule.segment_alpha
         segments = segment_checks(family, select_arrived(family, everything, seg_start, until),
                                   select_arrived(family, everything, seg_base_start, seg_start), rule,
-                                  min_judged=rule.min_segment_window_labels)
+                                  min_judged=rule.min_segment_window_labels, alpha=alpha)
+        if rule.overdue_check:  # deadlines that passed at least overdue_grace ago, so a late report is not overdue
+            grace = parse_window(rule.overdue_grace)
+            segments += overdue_checks(select_due(everything, seg_start - grace, until - grace),
+                                       select_due(everything, seg_base_start - grace, seg_start - grace), rule,
+                                       alpha=alpha)
 
     alert = build_alert(family, alert_reasons(drift, performance, segments), start, until)
     html_path, json_path = report_paths(family, start, until)

@@ -16,6 +16,7 @@ import pandas as pd
 from monitoring.config import PerformanceRule
 
 FALSE_ALARM_RATE = 0.03
+P90_MISS_SHARE = 0.10  # the share of shipments a calibrated P90 lets run past it
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class PerformanceCheck:
     reason: str
     n_labelled: int = 0
     label_coverage: float = 0.0
+    segment: dict[str, str] | None = None  # segment checks: the segment's column values, e.g. {in_mode: sea}
 
     @property
     def breached(self) -> bool:
@@ -251,8 +253,13 @@ def select_arrived(family: str, joined: pd.DataFrame, start, end) -> pd.DataFram
     return joined.loc[keep.fillna(False).to_numpy()].reset_index(drop=True)
 
 
+def _segment_values(cols: list[str], key) -> dict[str, str]:
+    """A groupby key as {column: value}."""
+    return {c: str(v) for c, v in zip(cols, key if isinstance(key, tuple) else (key,))}
+
+
 def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule,
-                   min_judged: int | None = None) -> list[PerformanceCheck]:
+                   min_judged: int | None = None, alpha: float | None = None) -> list[PerformanceCheck]:
     """Each segment's mean absolute error on the judged period against the same segment served before.
 
     A shift confined to a few lanes (sea freight to Europe is ~2% of shipments) moves the overall MAE by less
@@ -261,7 +268,8 @@ def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rul
     p < `segment_alpha` (rank-based: absolute errors are skewed and a label-arrival window may hold a handful of
     rows, where a t-test alarms on one outlier), Bonferroni-corrected for the number of segments judged (many
     segments, many chances). Segments with fewer than `min_segment_labels` labelled predictions in the earlier
-    period, or `min_judged` (default the same) in the judged one, are not judged.
+    period, or `min_judged` (default the same) in the judged one, are not judged. `alpha` (default
+    `segment_alpha`) is this check's share of the run's false-alarm budget.
     """
     from scipy import stats
 
@@ -279,19 +287,84 @@ def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rul
         if len(now) < min_judged or len(base) < rule.min_segment_labels or base.mean() <= 0:
             continue
         pairs.append((key, now, base))
-    alpha = rule.segment_alpha / max(len(pairs), 1)
+    per_test = (rule.segment_alpha if alpha is None else alpha) / max(len(pairs), 1)
     checks = []
     for key, now, base in pairs:
         change = (now.mean() - base.mean()) / base.mean()
         p_value = float(stats.mannwhitneyu(now, base, alternative="greater").pvalue)
-        breached = bool(change > rule.segment_limit and p_value < alpha
+        breached = bool(change > rule.segment_limit and p_value < per_test
                         and now.mean() - base.mean() >= rule.segment_min_change)
         name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         checks.append(PerformanceCheck(
             metric=f"mae[{name}]", status="breach" if breached else "ok", window_value=float(now.mean()),
             backtest_value=float(base.mean()), backtest_metric=f"served:mae[{name}]", rule="relative_increase",
             limit=rule.segment_limit, change=float(change), n_labelled=len(now), label_coverage=1.0,
+            segment=_segment_values(cols, key),
             reason=f"segment {name}: MAE {now.mean():.2f} vs {base.mean():.2f} served before ({change:+.0%}, "
                    f"p={p_value:.2g}, n={len(now)}/{len(base)}; limit +{rule.segment_limit:.0%} and "
-                   f"+{rule.segment_min_change:g}, alpha {rule.segment_alpha}/{len(pairs)} segments)"))
+                   f"+{rule.segment_min_change:g}, alpha {per_test * len(pairs):.2g}/{len(pairs)} segments)"))
+    return checks
+
+
+def p90_deadlines(joined: pd.DataFrame) -> pd.Series:
+    """When each delay prediction's P90 runs out: the shipment's created time + its P90 transit days."""
+    return pd.to_datetime(joined["event_time"]) + pd.to_timedelta(_numeric(joined, "out_transit_days_p90"), unit="D")
+
+
+def select_due(joined: pd.DataFrame, start, end) -> pd.DataFrame:
+    """The delay predictions whose P90 deadline fell in [start, end), with `overdue`: not delivered by then.
+
+    Joined with labels as of a moment after `end`, a shipment without a delivery is past its deadline, so it is
+    known to miss its P90 although its transit time is not known yet. This is the earliest label a lane
+    disruption gives: the first diverted shipments show as overdue days before the first of them arrives.
+    """
+    deadline = p90_deadlines(joined)
+    keep = ((deadline >= pd.Timestamp(start)) & (deadline < pd.Timestamp(end))).fillna(False).to_numpy()
+    due = joined.loc[keep].reset_index(drop=True)
+    labelled = due["labelled"].astype(bool).to_numpy() if "labelled" in due.columns else np.zeros(len(due), bool)
+    within = _numeric(due, "y_transit_days") <= _numeric(due, "out_transit_days_p90")
+    return due.assign(overdue=~(labelled & within))
+
+
+def overdue_checks(judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule,
+                   alpha: float | None = None) -> list[PerformanceCheck]:
+    """Each segment's share of overdue shipments (see select_due) against the same segment's share before.
+
+    A segment breaches when at least `overdue_min_share` of its due shipments are overdue and a one-sided exact
+    binomial test gives p < alpha / the number of segments judged. The null share is the larger of what a P90
+    promises (10% miss it) and the segment's own earlier share, so a segment whose P90 was already too short does
+    not alarm. (A Fisher test against the earlier counts has too little power: a segment sees a few dozen due
+    shipments a month.) Segments need `min_segment_window_labels` due shipments now and `min_segment_labels` before.
+    """
+    from scipy import stats
+
+    cols = list(rule.segment_by)
+    judged, earlier = add_segment_columns(judged), add_segment_columns(earlier)
+    if not cols or any(c not in judged.columns or c not in earlier.columns for c in cols):
+        return []
+    before = {key: part["overdue"].to_numpy(bool) for key, part in earlier.groupby(cols, dropna=True, observed=True)}
+    pairs = []
+    for key, part in judged.groupby(cols, dropna=True, observed=True):
+        now = part["overdue"].to_numpy(bool)
+        if key in before and len(now) >= rule.min_segment_window_labels and len(before[key]) >= rule.min_segment_labels:
+            pairs.append((key, now, before[key]))
+    per_test = (rule.segment_alpha if alpha is None else alpha) / max(len(pairs), 1)
+    checks = []
+    for key, now, base in pairs:
+        k1, n1, k0, n0 = int(now.sum()), len(now), int(base.sum()), len(base)
+        share, base_share = k1 / n1, k0 / n0
+        null_share = max(P90_MISS_SHARE, base_share)
+        p_value = float(stats.binomtest(k1, n1, null_share, alternative="greater").pvalue)
+        breached = bool(share >= rule.overdue_min_share and p_value < per_test)
+        name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        checks.append(PerformanceCheck(
+            metric=f"overdue_share[{name}]", status="breach" if breached else "ok", window_value=share,
+            backtest_value=base_share, backtest_metric=f"served:overdue_share[{name}]", rule="absolute_rise",
+            limit=rule.overdue_min_share, change=share - base_share, n_labelled=n1, label_coverage=1.0,
+            segment=_segment_values(cols, key),
+            reason=f"segment {name}: {k1} of {n1} shipments due in the window are past their P90 undelivered or "
+                   f"arrived after it, vs {k0} of {n0} before ({share:.0%} vs {base_share:.0%}, p={p_value:.2g} "
+                   f"against {null_share:.0%}; "
+                   f"limit {rule.overdue_min_share:.0%} overdue, alpha {per_test * len(pairs):.2g}/{len(pairs)} "
+                   f"segments)"))
     return checks

@@ -270,3 +270,55 @@ def test_alert_names_the_worst_segment_first():
 
     reasons = alert_reasons(None, None, [seg("air/europe", 0.6), seg("sea/europe", 2.2), seg("rail/asia", 3.0, "ok")])
     assert [r.message for r in reasons] == ["segment sea/europe", "segment air/europe"]
+
+
+def test_overdue_shipments_are_known_to_miss_their_p90_before_they_arrive(tmp_home, tmp_path):
+    """A shipment still undelivered when its P90 runs out is overdue; one delivered in time is not; one whose
+    deadline is outside the stretch is not selected; a delivery after `as_of` is not yet known (overdue)."""
+    from monitoring.performance import select_due
+
+    created = {"LATE": "2026-11-01", "OPEN": "2026-11-02", "ONTIME": "2026-11-03", "NOTDUE": "2026-11-12",
+               "UNSEEN": "2026-11-04"}
+    delivered = {"LATE": "2026-11-19", "ONTIME": "2026-11-12", "NOTDUE": "2026-11-13", "UNSEEN": "2026-11-23"}
+    preds = pd.DataFrame({"shipment_id": list(created), "event_time": pd.to_datetime(list(created.values())),
+                          "out_transit_days_p50": 8.0, "out_transit_days_p90": 14.0})
+    src = tmp_path / "deliveries.csv"
+    pd.DataFrame({"shipment_id": list(delivered), "delivered_at": list(delivered.values())}).to_csv(src, index=False)
+    ingest_outcomes("delay", src)
+    joined = join_outcomes(preds, load_outcomes("delay"), "delay", as_of=datetime(2026, 11, 22))
+    due = select_due(joined, datetime(2026, 11, 15), datetime(2026, 11, 21)).set_index("shipment_id")["overdue"]
+    # deadlines: LATE 11-15, OPEN 11-16, ONTIME 11-17, UNSEEN 11-18 are due; NOTDUE's (11-26) is not
+    assert due.to_dict() == {"LATE": True, "OPEN": True, "ONTIME": False, "UNSEEN": True}
+
+
+def _due_period(rng, n_sea_eu: int, share_eu: float, share_rest: float = 0.1) -> pd.DataFrame:
+    modes = ["air"] * 200 + ["sea"] * n_sea_eu + ["sea"] * 60
+    markets = ["US"] * 200 + ["DE"] * n_sea_eu + ["MY"] * 60
+    overdue = rng.random(len(modes)) < share_rest
+    overdue[200:200 + n_sea_eu] = rng.random(n_sea_eu) < share_eu
+    return pd.DataFrame({"in_mode": modes, "in_destination_market": markets, "overdue": overdue})
+
+
+def test_overdue_check_flags_a_lane_whose_shipments_all_run_late_but_not_noise():
+    """6 of 6 sea>Europe shipments past their P90 breach that segment alone; with the usual 10% overdue share
+    the share of runs with any breach stays within the alpha (binomial, Bonferroni over segments); too few due
+    shipments are not judged."""
+    from monitoring.performance import overdue_checks
+
+    rule = load_monitoring_config().family("delay").performance
+    assert rule.overdue_check and rule.overdue_min_share == 0.5
+    rng = np.random.default_rng(5)
+    found = 0
+    for _ in range(100):
+        hit = {c.metric: c for c in overdue_checks(_due_period(rng, 6, 1.0), _due_period(rng, 25, 0.1), rule,
+                                                   alpha=rule.segment_alpha / 2)}
+        found += hit["overdue_share[sea/europe]"].breached
+        assert not hit["overdue_share[air/north_america]"].breached
+        assert hit["overdue_share[sea/europe]"].segment == {"in_mode": "sea", "region": "europe"}
+    assert found >= 95
+    false_alarms = sum(any(c.breached for c in overdue_checks(_due_period(rng, 6, 0.1), _due_period(rng, 25, 0.1),
+                                                              rule, alpha=rule.segment_alpha / 2))
+                       for _ in range(500))
+    assert false_alarms <= 2
+    too_few = overdue_checks(_due_period(rng, 4, 1.0), _due_period(rng, 25, 0.1), rule)
+    assert "overdue_share[sea/europe]" not in {c.metric for c in too_few}
