@@ -26,8 +26,9 @@ from tradecast.paths import ensure_dir, reports_dir
 @dataclass(frozen=True)
 class AlertReason:
     severity: str
-    kind: str  # performance | input_drift | prediction_drift
+    kind: str  # performance | segment_performance | input_drift | prediction_drift
     message: str
+    segment: dict[str, str] | None = None  # segment_performance: the segment's column values (for the retrain gate)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def alert_reasons(drift: DriftResult | None, performance: PerformanceCheck | Non
     # worst breached segment first: it is named at the head of the alert's summary
     for seg in sorted((s for s in segments or [] if s.breached), key=lambda s: -(s.change or 0.0)):
         if seg.breached:
-            reasons.append(AlertReason("red", "segment_performance", seg.reason))
+            reasons.append(AlertReason("red", "segment_performance", seg.reason, seg.segment))
     if drift is not None and drift.dataset_drift:
         top = ", ".join(c.column for c in drift.drifted_features()[:5])
         reasons.append(AlertReason("orange", "input_drift",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from monitoring.config import MonitoringConfig, severity_rank
@@ -76,24 +76,102 @@ def family_pipeline(family: str):
     return getattr(module, FAMILY_CLASSES[family])(config), config
 
 
-def train_family(family: str, progress: Callable[[str], None] | None = None):
+# backtest rows an alerting segment needs before the gate judges a challenger on it
+MIN_SEGMENT_BACKTEST_ROWS = 30
+
+
+def train_family(family: str, progress: Callable[[str], None] | None = None,
+                 segments: list[dict[str, str]] | None = None):
     """Run the family's training pipeline (build set -> backtest -> fit -> log -> register -> gate), then give
-    the new version a second hearing against the deployed champion as it is (see `gate_against_frozen_champion`)."""
+    the new version a second hearing against the deployed champion as it is (see `gate_against_frozen_champion`),
+    also on the `segments` whose alert started the retrain."""
     from training.pipeline import train
 
     fam, config = family_pipeline(family)
     result = train(fam, config, progress)
     if not result.gate_promoted and result.version is not None and result.champion_before is not None:
-        gate_against_frozen_champion(family, fam, config, result, progress)
+        gate_against_frozen_champion(family, fam, config, result, progress, segments)
     return result
 
 
-def gate_against_frozen_champion(family: str, fam, config, result, progress=None) -> None:
+def alerted_segments(result: MonitorResult, lookback: timedelta) -> list[dict[str, str]]:
+    """The segments whose performance checks breached in this monitor run or in the family's alerts of the
+    `lookback` before it (alerts.jsonl), each once. A lane's alert clears once its baseline holds the disrupted
+    deliveries too, but a retrain weeks later must still be judged on that lane."""
+    from monitoring.alerts import read_alerts
+
+    found: list[dict[str, str]] = []
+    for check in result.summary.get("segments") or []:
+        if check.get("status") == "breach" and check.get("segment"):
+            found.append(check["segment"])
+    end = datetime.fromisoformat(result.summary["window"]["end"])
+    for record in read_alerts():
+        if record.get("family") != result.family or not record.get("window_end"):
+            continue
+        if end - lookback <= datetime.fromisoformat(record["window_end"]) <= end:
+            found += [r["segment"] for r in record.get("reasons", []) if r.get("segment")]
+    return [seg for i, seg in enumerate(found) if seg not in found[:i]]
+
+
+def segment_mask(frame, segment: dict[str, str]):
+    """Rows of a training frame in a monitor segment: log columns `in_<x>` are the frame's `<x>`; `region` is
+    the destination market's region."""
+    import numpy as np
+
+    from features.schema import MARKET_REGION
+
+    mask = np.ones(len(frame), dtype=bool)
+    for col, value in segment.items():
+        if col == "region":
+            market = next((c for c in ("destination_market", "market") if c in frame.columns), None)
+            if market is None:
+                raise TradecastError(f"segment column 'region': the training set has no destination_market/market")
+            values = frame[market].astype(str).map(MARKET_REGION)
+        else:
+            name = col[3:] if col.startswith("in_") and col[3:] in frame.columns else col
+            if name not in frame.columns:
+                raise TradecastError(f"segment column '{col}': not in the training set")
+            values = frame[name]
+        mask &= (values.astype(str) == value).to_numpy()
+    return mask
+
+
+def segment_gate(family: str, predictions, frame, score, selected: str, segments: list[dict[str, str]],
+                 margin: float, sanity: dict[str, bool], window: str, overall_table) -> tuple[bool, str]:
+    """After a segment alert: promote when the new model beats the frozen champion by `margin` on every alerting
+    segment's backtest rows and is no worse overall (a gain >= 0), through the same gate_decision."""
+    from training import registry
+    from training.backtest import metrics_by_fold
+    from training.pipeline import overall
+
+    overall_gate = registry.gate_decision(family, overall(overall_table, selected),
+                                          overall(overall_table, "champion_frozen"), 0.0, sanity, window)
+    words = [f"overall: {overall_gate.reason}"]
+    ok = overall_gate.promote
+    for segment in segments:
+        name = "/".join(segment.values())
+        rows = frame.index[segment_mask(frame, segment)]
+        part = predictions.loc[predictions.index.isin(rows)]
+        n_rows = int((part["candidate"] == selected).sum())
+        if n_rows < MIN_SEGMENT_BACKTEST_ROWS:
+            return False, f"segment {name}: {n_rows} backtest row(s) (need {MIN_SEGMENT_BACKTEST_ROWS})"
+        table = metrics_by_fold(part, frame, score)
+        gate = registry.gate_decision(family, overall(table, selected), overall(table, "champion_frozen"), margin,
+                                      sanity, window)
+        words.insert(0, f"segment {name} ({n_rows} rows): {gate.reason}")
+        ok = ok and gate.promote
+    return ok, "; ".join(words)
+
+
+def gate_against_frozen_champion(family: str, fam, config, result, progress=None,
+                                 segments: list[dict[str, str]] | None = None) -> None:
     """After drift, the question is whether the new version beats the champion *as deployed* (trained on the
     old data) on the recent backtest folds, not whether the same recipe refitted does. The frozen champion
     predicts the folds whose cutoff is after its own training data ended (out of sample for both); both
-    metrics go through training's gate (`registry.gate_decision`, same margin and sanity checks). Updates
-    `result` in place when it promotes; otherwise the champion stays and nothing changes."""
+    metrics go through training's gate (`registry.gate_decision`, same margin and sanity checks). When the alert
+    named segments (a lane disruption is a few % of shipments, too few to move the overall metric by the margin),
+    the new version is also promoted if it wins on those segments and is no worse overall (`segment_gate`).
+    Updates `result` in place when it promotes; otherwise the champion stays and nothing changes."""
     import math
 
     from training import registry
@@ -132,8 +210,14 @@ def gate_against_frozen_champion(family: str, fam, config, result, progress=None
         f"{metric} {champ if champ is None or not math.isfinite(champ) else round(champ, 4)} vs "
         f"{cand if cand is None or not math.isfinite(cand) else round(cand, 4)}")
     reason = f"after drift, against the deployed champion v{champion} without refit: {gate.reason}"
+    promote = gate.promote
+    if not promote and segments:
+        promote, words = segment_gate(family, predictions, ts.frame, fam.score, selected, segments,
+                                      config.gate.margin, sanity, window, table)
+        reason = f"{reason}; on the alerting segment(s): {'PROMOTED' if promote else 'not promoted'}: {words}"
+        say(reason)
     client.set_tag(result.run_id, "retrain.frozen_champion_gate", reason[:4000])
-    if gate.promote:
+    if promote:
         registry.promote(family, result.version, reason)
         result.gate_promoted = True
         result.gate_reason = reason
@@ -176,7 +260,6 @@ def retrain_families(families: list[str], cfg: MonitoringConfig, if_drift: bool,
                      progress: Callable[[str], None] | None = None) -> RetrainOutcome:
     """Monitor each family and retrain those that need it (all of them without `if_drift`)."""
     say = progress or (lambda msg: None)
-    train_fn = train_fn or train_family
     outcome = RetrainOutcome()
     todo: list[tuple[str, MonitorResult, str]] = []
     for family in families:
@@ -196,7 +279,8 @@ def retrain_families(families: list[str], cfg: MonitoringConfig, if_drift: bool,
     for family, result, reason in todo:
         say(f"retraining {family}: {reason}")
         try:
-            trained = train_fn(family, say)
+            trained = train_fn(family, say) if train_fn else \
+                train_family(family, say, alerted_segments(result, timedelta(days=cfg.reference_days)))
         except TradecastError as exc:
             outcome.steps.append(RetrainStep(family, result.severity, "failed",
                                              f"training failed, champion untouched: {exc}"))

@@ -116,3 +116,42 @@ def test_retrain_cli_skips_calm_families(tmp_home):
     result = CliRunner().invoke(app, ["retrain", "--if-drift", "--family", "delay", "--until", "2026-11-22"])
     assert result.exit_code == 0, result.output
     assert "delay: skipped: no alert" in result.output
+
+
+def _segment_backtest(seg_gain: float, rest_gain: float, n_seg: int = 40):
+    """A delay backtest frame and the predictions of the new model and the frozen champion: the champion errs by
+    2 days everywhere; the new model by 2 - seg_gain on sea>Europe rows and 2 - rest_gain elsewhere."""
+    import numpy as np
+
+    n_rest = 400
+    frame = pd.DataFrame({"mode": ["sea"] * n_seg + ["air"] * n_rest,
+                          "destination_market": ["DE"] * n_seg + ["US"] * n_rest,
+                          "transit_days": 10.0}, index=pd.RangeIndex(1000, 1000 + n_seg + n_rest))
+    in_seg = np.arange(len(frame)) < n_seg
+    new = pd.DataFrame({"candidate": "lightgbm", "fold": np.arange(len(frame)) % 2,
+                        "pred": 10.0 + np.where(in_seg, 2.0 - seg_gain, 2.0 - rest_gain)}, index=frame.index)
+    old = pd.DataFrame({"candidate": "champion_frozen", "fold": new["fold"], "pred": 12.0}, index=frame.index)
+    return frame, pd.concat([new, old])
+
+
+def test_segment_gate_promotes_a_fix_of_the_alerting_lane_only_when_no_worse_overall():
+    from monitoring.retrain import segment_gate, segment_mask
+    from training.backtest import metrics_by_fold
+
+    def score(rows):
+        return {"mae": float((rows["pred"] - rows["transit_days"]).abs().mean())}
+
+    segment = {"in_mode": "sea", "region": "europe"}
+    frame, _ = _segment_backtest(0.0, 0.0)
+    assert segment_mask(frame, segment).sum() == 40
+    verdicts = {}
+    for name, (seg_gain, rest_gain, n_seg) in {"fixes lane": (1.0, 0.0, 40), "worse elsewhere": (1.0, -0.2, 40),
+                                               "no gain on lane": (0.0, 0.1, 40), "too few rows": (1.0, 0.0, 10)}.items():
+        frame, predictions = _segment_backtest(seg_gain, rest_gain, n_seg)
+        table = metrics_by_fold(predictions, frame, score)
+        verdicts[name] = segment_gate("delay", predictions, frame, score, "lightgbm", [segment], 0.01,
+                                      {"finite_metrics": True}, "w1", table)
+    assert verdicts["fixes lane"][0] and "segment sea/europe (40 rows)" in verdicts["fixes lane"][1]
+    assert not verdicts["worse elsewhere"][0]
+    assert not verdicts["no gain on lane"][0]
+    assert not verdicts["too few rows"][0] and "need 30" in verdicts["too few rows"][1]
