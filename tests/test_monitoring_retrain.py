@@ -155,3 +155,30 @@ def test_segment_gate_promotes_a_fix_of_the_alerting_lane_only_when_no_worse_ove
     assert not verdicts["worse elsewhere"][0]
     assert not verdicts["no gain on lane"][0]
     assert not verdicts["too few rows"][0] and "need 30" in verdicts["too few rows"][1]
+
+
+def test_the_retrain_is_judged_on_segments_that_alerted_in_the_last_weeks(tmp_home):
+    """A lane's alert clears once its baseline holds the disrupted deliveries; a retrain weeks later still gets the
+    segment from alerts.jsonl, but not one from another family or from before the lookback."""
+    from datetime import timedelta
+
+    from monitoring.alerts import Alert, AlertReason, append_alert
+    from monitoring.monitor import MonitorResult
+    from monitoring.retrain import alerted_segments
+
+    sea_eu, air_us = {"in_mode": "sea", "region": "europe"}, {"in_mode": "air", "region": "north_america"}
+
+    def alert(family: str, end: datetime, segment: dict) -> None:
+        append_alert(Alert(family, "red", (AlertReason("red", "segment_performance", "x", segment),),
+                           (end - timedelta(days=7)).isoformat(), end.isoformat()))
+
+    alert("delay", datetime(2026, 11, 1), sea_eu)
+    alert("delay", datetime(2026, 10, 1), air_us)  # older than the lookback
+    alert("demand", datetime(2026, 11, 10), air_us)  # another family
+    now = MonitorResult("delay", None, None, None, {"window": {"end": UNTIL.isoformat()}, "segments": []},
+                        tmp_home / "r.html", tmp_home / "r.json")
+    assert alerted_segments(now, timedelta(days=28)) == [sea_eu]
+    breached = MonitorResult("delay", None, None, None, {"window": {"end": UNTIL.isoformat()}, "segments": [
+        {"status": "breach", "segment": air_us}, {"status": "ok", "segment": sea_eu}]}, tmp_home / "r.html",
+        tmp_home / "r.json")
+    assert alerted_segments(breached, timedelta(days=28)) == [air_us, sea_eu]
