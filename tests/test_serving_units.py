@@ -217,3 +217,26 @@ def test_serve_command_runs_bentoml_with_workers(tmp_path, monkeypatch):
     assert cmd[cmd.index("--port") + 1] == "4321" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"tradecast": {"workers": 3}}}
     assert env["TRADECAST_SERVING_CONFIG"] == str(tmp_path / "serving.yaml") and env["OMP_NUM_THREADS"]
+
+
+def test_one_leaf_call_gives_the_same_probabilities_and_contributions():
+    """The request path's `proba_and_contributions` (one pred_leaf call, raw score summed tree by tree) equals
+    `predict_proba` and `contribution_matrix` bit for bit, with missing values, unseen categories and a batch
+    large enough for LightGBM's multi-threaded path."""
+    from training.estimators import EncodedFrame, LGBMCalibratedClassifier
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    X = pd.DataFrame({"x": rng.normal(size=n), "count": rng.poisson(3, n).astype(float),
+                      "cat": rng.choice(["a", "b", "c", None], n)})
+    X.loc[rng.random(n) < 0.1, "x"] = np.nan
+    y = ((X["x"].fillna(0) + 0.3 * X["count"] + (X["cat"] == "b") + rng.normal(size=n)) > 1.5).astype(int)
+    clf = LGBMCalibratedClassifier(numeric=["x", "count"], categorical=["cat"],
+                                   params={"n_estimators": 120, "num_leaves": 15, "verbose": -1}).fit(X, y)
+    test = X.sample(600, random_state=1).reset_index(drop=True)
+    test.loc[:5, "cat"] = "never-seen"
+    for rows in (test.iloc[:1], test):
+        for xs in (EncodedFrame(rows), EncodedFrame({c: rows[c].to_numpy() for c in rows.columns})):
+            p, contrib = clf.proba_and_contributions(xs)
+            assert np.array_equal(p, clf.predict_proba(xs)[:, 1])
+            assert np.array_equal(contrib, clf.contribution_matrix(xs))

@@ -176,13 +176,15 @@ def predict_output_columns(model: TradecastModel, columns: dict[str, Any]) -> di
         x = {**risk_request_features(x), **x}
     fraud, compliance = model.estimators["fraud"], model.estimators["compliance"]
     xs = EncodedFrame(x)
-    p_fraud = fraud.predict_proba(xs)[:, 1]
-    p_comp = compliance.predict_proba(xs)[:, 1]
     top, names = model.spec.get("reason_codes", 3), model.spec.get("reason_names")
     if fraud.columns_ == compliance.columns_:
-        reasons = _top_reasons(fraud.contribution_matrix(xs) + compliance.contribution_matrix(xs), fraud.columns_,
-                               top, names, 0.05)
+        # one LightGBM call per classifier: probabilities and contributions from the same leaf indices
+        p_fraud, c_fraud = fraud.proba_and_contributions(xs)
+        p_comp, c_comp = compliance.proba_and_contributions(xs)
+        reasons = _top_reasons(c_fraud + c_comp, fraud.columns_, top, names, 0.05)
     else:  # different inputs: align by name as reason_codes does
+        p_fraud = fraud.predict_proba(xs)[:, 1]
+        p_comp = compliance.predict_proba(xs)[:, 1]
         reasons = reason_codes([e.contributions(xs) for e in (fraud, compliance)], top, names)
     return {"p_fraud": p_fraud, "p_compliance": p_comp,
             "risk_level": risk_levels(p_fraud, p_comp, model.spec["levels"]), "reason_codes": reasons}
