@@ -76,8 +76,12 @@ def family_pipeline(family: str):
     return getattr(module, FAMILY_CLASSES[family])(config), config
 
 
-# backtest rows an alerting segment needs before the gate judges a challenger on it
-MIN_SEGMENT_BACKTEST_ROWS = 30
+# The segment gate pairs both models' errors on the same backtest rows of the alerting segment: it needs this many
+# rows, and a one-sided Wilcoxon signed-rank test (the new model's errors smaller) must give p below the alpha.
+MIN_SEGMENT_BACKTEST_ROWS = 10
+SEGMENT_GATE_ALPHA = 0.05
+# family -> (label column of the training frame, point-forecast column of the backtest predictions)
+POINT_FORECAST = {"delay": ("transit_days", "p50_days")}
 
 
 def train_family(family: str, progress: Callable[[str], None] | None = None,
@@ -139,7 +143,10 @@ def segment_mask(frame, segment: dict[str, str]):
 def segment_gate(family: str, predictions, frame, score, selected: str, segments: list[dict[str, str]],
                  margin: float, sanity: dict[str, bool], window: str, overall_table) -> tuple[bool, str]:
     """After a segment alert: promote when the new model beats the frozen champion by `margin` on every alerting
-    segment's backtest rows and is no worse overall (a gain >= 0), through the same gate_decision."""
+    segment's backtest rows (gate_decision) with paired errors that say so (Wilcoxon, see SEGMENT_GATE_ALPHA: a
+    segment holds a few dozen rows) and is no worse overall (a gain >= 0 through the same gate_decision)."""
+    from scipy import stats
+
     from training import registry
     from training.backtest import metrics_by_fold
     from training.pipeline import overall
@@ -148,18 +155,29 @@ def segment_gate(family: str, predictions, frame, score, selected: str, segments
                                           overall(overall_table, "champion_frozen"), 0.0, sanity, window)
     words = [f"overall: {overall_gate.reason}"]
     ok = overall_gate.promote
+    if family not in POINT_FORECAST:
+        return False, f"no segment gate for {family} (no point forecast to pair)"
+    label, forecast = POINT_FORECAST[family]
     for segment in segments:
         name = "/".join(segment.values())
         rows = frame.index[segment_mask(frame, segment)]
         part = predictions.loc[predictions.index.isin(rows)]
-        n_rows = int((part["candidate"] == selected).sum())
+        new = part.loc[part["candidate"] == selected, forecast]
+        old = part.loc[part["candidate"] == "champion_frozen", forecast].reindex(new.index)
+        truth = frame.loc[new.index, label]
+        paired = truth.notna() & old.notna() & new.notna()
+        n_rows = int(paired.sum())
         if n_rows < MIN_SEGMENT_BACKTEST_ROWS:
-            return False, f"segment {name}: {n_rows} backtest row(s) (need {MIN_SEGMENT_BACKTEST_ROWS})"
+            return False, f"segment {name}: {n_rows} paired backtest row(s) (need {MIN_SEGMENT_BACKTEST_ROWS})"
+        gain = (truth - old).abs()[paired] - (truth - new).abs()[paired]
+        p_value = float(stats.wilcoxon(gain, alternative="greater").pvalue) if (gain != 0).any() else 1.0
         table = metrics_by_fold(part, frame, score)
         gate = registry.gate_decision(family, overall(table, selected), overall(table, "champion_frozen"), margin,
                                       sanity, window)
-        words.insert(0, f"segment {name} ({n_rows} rows): {gate.reason}")
-        ok = ok and gate.promote
+        passed = gate.promote and p_value < SEGMENT_GATE_ALPHA
+        words.insert(0, f"segment {name} ({n_rows} rows): {gate.reason}; paired Wilcoxon p={p_value:.2g} "
+                        f"(need < {SEGMENT_GATE_ALPHA})")
+        ok = ok and passed
     return ok, "; ".join(words)
 
 
