@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -39,6 +40,7 @@ class ServingRuntime:
         self._poller: threading.Thread | None = None
         self._reload_lock = threading.Lock()
         self._coalescers: dict[str, Coalescer] = {}
+        self._heap_frozen = False
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "ServingRuntime":
@@ -71,6 +73,23 @@ class ServingRuntime:
                 P.score(model, self.features, family, rows[family](request))
             except Exception:
                 logger.exception("warm-up of %s failed (serving continues)", family)
+
+    def freeze_heap(self) -> None:
+        """Collect once, then move every object allocated so far (libraries, models, Feast) into the collector's
+        permanent generation (`gc.freeze`). A full collection otherwise walks those millions of long-lived
+        objects on the event-loop thread: 0.1-0.6 s with no request answered, the p99 tail at one connection
+        (measured with gc.callbacks in the bench workers). Request garbage is still collected as before.
+        Called by the service once its worker has loaded; `reload` freezes again after a swap."""
+        gc.collect()
+        gc.freeze()
+        self._heap_frozen = True
+
+    def _refreeze(self) -> None:
+        """After a model swap: let the collector see the old models again (they may sit in reference cycles),
+        collect them, freeze the new ones. One pause per promotion, in the reload thread."""
+        if self._heap_frozen:
+            gc.unfreeze()
+            self.freeze_heap()
 
     def ready(self) -> bool:
         """Every configured family has a model and the feature source is up."""
@@ -105,6 +124,8 @@ class ServingRuntime:
                 self.models = {**self.models, family: bundle}  # one assignment: readers see old or new
                 changes[family] = {"from": current.version if current else None, "to": bundle.version}
                 logger.info("now serving %s v%s (was %s)", family, bundle.version, current.version if current else None)
+            if changes:
+                self._refreeze()
         return changes
 
     # ---------------------------------------------------------------- predictions

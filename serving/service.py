@@ -48,6 +48,7 @@ class TradecastService:
 
     def __init__(self) -> None:
         self.runtime = build_runtime()
+        self.runtime.freeze_heap()  # no full GC pass over the loaded models on the request path
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready()

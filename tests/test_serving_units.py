@@ -240,3 +240,35 @@ def test_one_leaf_call_gives_the_same_probabilities_and_contributions():
             p, contrib = clf.proba_and_contributions(xs)
             assert np.array_equal(p, clf.predict_proba(xs)[:, 1])
             assert np.array_equal(contrib, clf.contribution_matrix(xs))
+
+
+def test_the_loaded_heap_is_frozen_and_frozen_again_after_a_model_swap(tmp_path):
+    """`freeze_heap` takes the loaded objects out of full collections (the p99 stall); a reload that swaps a
+    model unfreezes, collects the old model and freezes again; an idle reload check changes nothing."""
+    import gc
+
+    from serving.loading import ServingConfig
+    from serving.prediction_log import PredictionLogger
+    from serving.runtime import ServingRuntime
+
+    class Champions:
+        version = "1"
+
+        def champion_version(self, family):
+            return self.version
+
+        def load(self, family, version):
+            return type("Bundle", (), {"name": f"tradecast-{family}", "version": version})()
+
+    champions = Champions()
+    runtime = ServingRuntime(ServingConfig(reload_poll_s=0, families=["risk"]), {"risk": champions.load("risk", "1")},
+                             None, PredictionLogger(root=tmp_path), champions)
+    try:
+        runtime.freeze_heap()
+        assert gc.get_freeze_count() > 0
+        assert runtime.reload() == {}
+        champions.version = "2"
+        assert runtime.reload() == {"risk": {"from": "1", "to": "2"}}
+        assert gc.get_freeze_count() > 0 and runtime.models["risk"].version == "2"
+    finally:
+        gc.unfreeze()
