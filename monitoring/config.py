@@ -95,10 +95,12 @@ class FamilyMonitorConfig(ConfigModel):
     cat_threshold: float | None = 0.1
     noise_factor: float = Field(3.0, ge=0, description="distance thresholds are raised to noise_factor/sqrt(n) "
                                                         "for a window of n rows, so sampling noise alone never alerts")
-    block_noise_factor: float = Field(1.0, ge=0, description="distance thresholds are also raised to this times the "
-                                      "largest distance between one window-long block of the (time-stamped) "
-                                      "reference and the rest of it: the reference's own week-to-week movement; "
-                                      "0 = off")
+    block_noise_factor: float = Field(3.0, ge=0, description="distance thresholds are also raised to this times the "
+                                      "root-mean-square distance between a window-long block of the (time-stamped) "
+                                      "reference and the rest of it, over overlapping blocks: the reference's own "
+                                      "week-to-week movement; 0 = off")
+    block_step: str = Field("1d", description="a reference block starts every this long (<n>d or <n>h): overlapping "
+                                              "blocks give many draws of the calm-week distance, not ~4")
     min_block_rows: int = Field(30, ge=2, description="rows a reference block needs to count for the noise floor")
     per_column: dict[str, ColumnTest] = Field(default_factory=dict, description="overrides by column name")
     exclude_columns: list[str] = Field(default_factory=list, description="never tested for drift")
@@ -111,7 +113,7 @@ class FamilyMonitorConfig(ConfigModel):
                                                               "are the fast/easy cases); null = no minimum")
     performance: PerformanceRule
 
-    @field_validator("performance_window", "performance_min_age")
+    @field_validator("performance_window", "performance_min_age", "block_step")
     @classmethod
     def _perf_window_ok(cls, value: str | None) -> str | None:
         return _window_or_none(value)
@@ -128,6 +130,15 @@ class RetrainConfig(ConfigModel):
     """Which alerts start a retrain with `tradecast retrain --if-drift`."""
 
     min_severity: Literal["yellow", "orange", "red"] = "orange"
+    segment_lookback: str = Field("90d", description="segments named in the family's alerts this long before the "
+                                  "retrain are also judged by the gate: a lane's alert clears once its baseline "
+                                  "holds the disrupted deliveries, and its retrain waits for their labels")
+
+    @field_validator("segment_lookback")
+    @classmethod
+    def _lookback_ok(cls, value: str) -> str:
+        parse_window(value)
+        return value
 
 
 class MonitoringConfig(ConfigModel):

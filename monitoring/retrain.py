@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from monitoring.config import MonitoringConfig, severity_rank
+from monitoring.config import MonitoringConfig, parse_window, severity_rank
 from monitoring.monitor import MonitorResult, run_monitor
 from tradecast.errors import TradecastError
 
@@ -298,7 +298,7 @@ def retrain_families(families: list[str], cfg: MonitoringConfig, if_drift: bool,
         say(f"retraining {family}: {reason}")
         try:
             trained = train_fn(family, say) if train_fn else \
-                train_family(family, say, alerted_segments(result, timedelta(days=cfg.reference_days)))
+                train_family(family, say, alerted_segments(result, parse_window(cfg.retrain.segment_lookback)))
         except TradecastError as exc:
             outcome.steps.append(RetrainStep(family, result.severity, "failed",
                                              f"training failed, champion untouched: {exc}"))

@@ -180,6 +180,7 @@ def test_the_retrain_is_judged_on_segments_that_alerted_in_the_last_weeks(tmp_ho
     now = MonitorResult("delay", None, None, None, {"window": {"end": UNTIL.isoformat()}, "segments": []},
                         tmp_home / "r.html", tmp_home / "r.json")
     assert alerted_segments(now, timedelta(days=28)) == [sea_eu]
+    assert load_monitoring_config().retrain.segment_lookback == "90d"
     breached = MonitorResult("delay", None, None, None, {"window": {"end": UNTIL.isoformat()}, "segments": [
         {"status": "breach", "segment": air_us}, {"status": "ok", "segment": sea_eu}]}, tmp_home / "r.html",
         tmp_home / "r.json")
