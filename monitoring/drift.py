@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from monitoring.config import FamilyMonitorConfig
+from monitoring.config import FamilyMonitorConfig, parse_window
 
 FEATURE_PREFIXES = ("f_", "in_")
 PREDICTION_PREFIX = "out_"
@@ -168,7 +168,7 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Fami
 
     `feature_columns` defaults to `feature_candidates(...)`; `prediction_columns` to the configured outputs
     (`out_<name>`) present in both frames. With `time_column` and `block` (the window's length), each distance
-    threshold is also raised to the reference's own block-to-block variation (`reference_noise_floors`).
+    threshold is also raised to the reference's own week-to-week variation (`reference_noise_floors`).
     Returns per-column method, threshold, score and drifted flag, the share of drifted features and whether the
     outputs drifted. Pure: same frames in, same result out.
     """
@@ -237,31 +237,47 @@ def effective_threshold(method: str | None, threshold: float | None, n_current: 
     return max(threshold, noise_factor / np.sqrt(n_current))
 
 
+def reference_blocks(times: pd.Series, block: pd.Timedelta, step: pd.Timedelta, min_rows: int) -> list[np.ndarray]:
+    """Row masks of the window-long blocks of a time-stamped reference, one starting every `step` (overlapping),
+    each with at least `min_rows` rows inside and outside it. None when the reference spans less than two blocks."""
+    times = pd.to_datetime(times, errors="coerce")
+    if times.notna().sum() < 2 or block <= pd.Timedelta(0) or step <= pd.Timedelta(0):
+        return []
+    first, end = times.min(), times.max() + pd.Timedelta(microseconds=1)
+    if end - first < 2 * block:
+        return []
+    values = times.to_numpy()
+    masks = []
+    start = end - block
+    while start >= first:
+        mask = (values >= np.datetime64(start)) & (values < np.datetime64(start + block))
+        if min_rows <= mask.sum() <= len(times) - min_rows:
+            masks.append(mask)
+        start -= step
+    return masks if len(masks) >= 2 else []
+
+
 def reference_noise_floors(reference: pd.DataFrame, kinds: dict[str, str], settings: FamilyMonitorConfig,
                            time_column: str, block: pd.Timedelta) -> dict[str, float]:
-    """Per distance-tested column: `block_noise_factor` x the largest distance between one block of the reference
-    (as long as the window, counted back from its end) and the rest of the reference, with the same test.
+    """Per distance-tested column: `block_noise_factor` x the root-mean-square distance between a window-long block
+    of the reference and the rest of it (same test), over blocks starting every `block_step` (overlapping).
 
-    Rolling lane/carrier statistics take one value per entity and day and move slowly, so the rows of a window are
-    far from independent: the sampling floor `noise_factor/sqrt(n)` assumes n independent rows and a week of them
-    differs from the weeks before by more than that without any shift. The reference's own week-to-week movement
-    measures that normal variation; a window must move further than the reference ever moved within itself.
-    Needs at least two blocks of `min_block_rows`; otherwise (or without the time column) no floors.
+    Rolling lane/carrier statistics take one value per entity and day and move slowly, so a window holds far fewer
+    independent values than rows and `noise_factor/sqrt(n)` understates how far a calm week sits from the weeks
+    before. Each block-vs-rest distance is a draw of that calm-week distance; their RMS is its scale, and the floor
+    is k times it, k = 3 like the sampling floor. (The largest of the ~4 disjoint blocks of a 28-day reference was
+    about the 80th percentile of that distance: every column crossed it in about one calm run in seven.)
+    Needs a reference spanning two blocks of `min_block_rows`; otherwise (or without the time column) no floors.
     """
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
     factor = settings.block_noise_factor
-    if not factor or time_column not in reference.columns or block <= pd.Timedelta(0):
+    if not factor or time_column not in reference.columns:
         return {}
-    times = pd.to_datetime(reference[time_column], errors="coerce")
-    if times.notna().sum() < 2:
-        return {}
-    end = times.max() + pd.Timedelta(microseconds=1)
-    n_blocks = int((end - times.min()) / block)
-    masks = [((times >= end - (i + 1) * block) & (times < end - i * block)).to_numpy() for i in range(n_blocks)]
-    masks = [m for m in masks if settings.min_block_rows <= m.sum() <= len(reference) - settings.min_block_rows]
-    if len(masks) < 2:
+    step = parse_window(settings.block_step)
+    masks = reference_blocks(reference[time_column].reset_index(drop=True), block, step, settings.min_block_rows)
+    if not masks:
         return {}
     floors: dict[str, float] = {}
     for col, kind in kinds.items():
@@ -280,7 +296,7 @@ def reference_noise_floors(reference: pd.DataFrame, kinds: dict[str, str], setti
             test = get_stattest(rest, part, ctype, method)
             scores.append(float(test(rest, part, ctype, threshold).drift_score))
         if scores:
-            floors[col] = factor * max(scores)
+            floors[col] = factor * float(np.sqrt(np.mean(np.square(scores))))
     return floors
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from monitoring.config import ColumnTest, load_monitoring_config
-from monitoring.drift import compute_drift, effective_threshold, feature_candidates
+from monitoring.drift import compute_drift, effective_threshold, feature_candidates, reference_blocks
 
 
 def frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
@@ -127,3 +127,34 @@ def test_reference_block_noise_floor_absorbs_week_to_week_movement(settings):
     # without a time column (a training-sample reference) there is no block floor
     assert compute_drift(ref.drop(columns="event_time"), cur, settings, time_column="event_time",
                          block=pd.Timedelta(days=7)).to_dict() == plain.to_dict()
+
+
+def test_reference_blocks_overlap_one_day_apart():
+    """A 28-day reference holds 21 overlapping 7-day blocks a day apart, counted back from its last row (not 3-4
+    disjoint ones); under two blocks, none."""
+    times = pd.Series(pd.date_range("2026-03-01", periods=28 * 24, freq="h"))
+    masks = reference_blocks(times, pd.Timedelta(days=7), pd.Timedelta(days=1), min_rows=30)
+    assert len(masks) == 21 and all(m.sum() == 7 * 24 for m in masks)
+    assert reference_blocks(times[: 13 * 24], pd.Timedelta(days=7), pd.Timedelta(days=1), min_rows=30) == []
+
+
+def test_calm_weeks_of_a_wandering_statistic_rarely_drift(settings):
+    """Window after window of a carrier statistic that only wanders (no shift): the sampling floor alone flags most
+    of them, the reference's block floor (3 x the RMS block-vs-rest distance) none; a shift of a few weeks' worth of
+    normal movement is still found."""
+    days = 140
+    walk = np.cumsum(np.random.default_rng(3).normal(0, 0.008, (days, 12)), axis=0)
+    both, _ = entity_day_frame("2026-01-01", days, seed=4, walk=walk)
+    col, plain_hits, floored_hits = "f_carrier_late_rate_28d", 0, 0
+    for end in range(35, days, 7):
+        e = pd.Timestamp("2026-01-01") + pd.Timedelta(days=end)
+        ref = both[(both.event_time >= e - pd.Timedelta(days=35)) & (both.event_time < e - pd.Timedelta(days=7))]
+        cur = both[(both.event_time >= e - pd.Timedelta(days=7)) & (both.event_time < e)].reset_index(drop=True)
+        ref = ref.reset_index(drop=True)
+        plain_hits += compute_drift(ref, cur, settings).features[0].drifted
+        floored = compute_drift(ref, cur, settings, time_column="event_time", block=pd.Timedelta(days=7))
+        floored_hits += next(c for c in floored.features if c.column == col).drifted
+    assert plain_hits >= 10 and floored_hits == 0, (plain_hits, floored_hits)
+    shifted = cur.assign(**{col: cur[col] + 0.06})
+    found = compute_drift(ref, shifted, settings, time_column="event_time", block=pd.Timedelta(days=7))
+    assert [c.column for c in found.drifted_features()] == [col]
