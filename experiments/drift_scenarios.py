@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 FAMILY_TABLE = {"delay": ("shipments", "created_at"), "risk": ("orders", "ordered_at")}
+SEA_EUROPE = {"in_mode": "sea", "region": "europe"}  # the monitor segment of the lanes red_sea diverts
 # Outcome columns and the time each becomes known (None: known with the row's delivery/report time column)
 HIDDEN_OUTCOMES = {
     "shipments": ("delivered_at", ["clearance_hours", "transit_days", "delivered_at", "late"]),
@@ -287,6 +288,8 @@ class CaseResult:
     first_alert_checks: str | None = None  # the checks that fired at the first alert, with the first reason
     first_red_day: int | None = None  # first red alert (performance on labels: overall or a segment)
     first_red_checks: str | None = None
+    lane_red_day: int | None = None  # delay: first red that names the sea/europe segment (the lanes red_sea diverts)
+    lane_red_checks: str | None = None
 
 
 def first_post_event_delivery_day(shipments: pd.DataFrame, t0: pd.Timestamp) -> float | None:
@@ -376,6 +379,7 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
     mcfg = load_monitoring_config()
     timeline = []
     first_alert, first_checks, first_red, red_checks = None, None, None, None
+    lane_red, lane_checks = None, None
     for day in range(args.step_days, post_days + 1, args.step_days):
         until = (t0 + pd.Timedelta(days=day)).to_pydatetime()
         r = run_monitor(family, mcfg, until=until, time_column="event_time", send_webhook=False)
@@ -395,8 +399,13 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
         if first_red is None and r.severity == "red":
             first_red = day
             red_checks = f"{row['checks']}: {r.alert.record()['reasons'][0]['message']}"
-        if first_red is not None and family != "risk":
-            break  # delay: monitored until labels show the drop (red); risk waits for closed label windows (below)
+        lane = [x for x in (r.alert.record()["reasons"] if r.alert else []) if x.get("segment") == SEA_EUROPE]
+        if lane_red is None and lane:
+            lane_red, lane_checks = day, lane[0]["message"]
+        if family != "risk" and (lane_red is not None or (first_red is not None and scenario != "red_sea")):
+            # delay: monitored until labels show the drop on the diverted lanes (red_sea) or any red (otherwise);
+            # risk waits for closed label windows (below)
+            break
     # The alert comes as soon as the first post-event labels do, but a retrain can only learn what has labels by
     # then: sea shipments take 30-45 days (+7-14 after red_sea), so post-event sea-to-Europe deliveries only pile
     # up 40-60 days after the event, and chargeback windows close 90 days after the order. So after an alert the
@@ -451,7 +460,7 @@ def run_case(scenario: str, family: str, args, workdir: Path) -> CaseResult:
     return CaseResult(name, family, str(t0.date()), timeline, first_alert, retrain_line, pre, old_post, new_post,
                       retrain_day, retrained_post, segment if family == "delay" and args.holdout_days else None,
                       first_post_event_delivery_day(tables["shipments"], t0) if family == "delay" else None,
-                      first_checks, first_red, red_checks)
+                      first_checks, first_red, red_checks, lane_red, lane_checks)
 
 
 def print_case(res: CaseResult) -> None:
@@ -471,6 +480,12 @@ def print_case(res: CaseResult) -> None:
             if res.first_red_day else ""
         print(f"first delivery of a sea>europe shipment created after the event: day "
               f"{res.first_disrupted_delivery_day}{lag}")
+        if res.lane_red_day is not None:
+            print(f"first red naming sea/europe: day {res.lane_red_day} "
+                  f"({res.lane_red_day - res.first_disrupted_delivery_day:+.1f} days from that delivery): "
+                  f"{res.lane_red_checks}")
+        else:
+            print("no red named sea/europe")
     if res.retrain_day is not None:
         print(f"retrain on day {res.retrain_day} after the event: {res.retrain}")
     else:
