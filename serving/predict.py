@@ -42,7 +42,8 @@ class LoggedBatch:
     """What the prediction log needs about one call of one family (turned into JSON off the request path).
 
     One row per logged record in each frame: per forecast day for demand, per item otherwise. The risk
-    request path passes column -> array dicts instead of frames; the log thread turns them into frames.
+    request path passes column -> array dicts instead of frames; the log thread encodes either column by
+    column (serving.prediction_log).
     """
 
     family: str

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections import defaultdict, deque
 from datetime import date, timezone
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -42,11 +44,28 @@ RECORD_KEYS = ("prediction_id", "request_id", "logged_at", "family", "endpoint",
                "event_time", "entity", "inputs", "features", "outputs", "defaults_used")
 
 
+# pandas' own JSON encoder, as DataFrame.to_json(orient="records", date_format="iso", date_unit="s") calls it:
+# floats rounded to 10 decimals its way, NaN/inf -> null, datetime64 and Timestamps -> ISO seconds. The log
+# has always held those values, so the writer keeps the encoder and drops only the frames around it.
+from pandas._libs.json import ujson_dumps as _pandas_json
+
+_PANDAS_JSON_ARGS = {"orient": "values", "double_precision": 10, "iso_dates": True, "date_unit": "s",
+                     "ensure_ascii": True}
+# json.dumps(..., separators=...) builds an encoder per call; one line per record makes that add up
+_encode_line = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-safe dicts of a frame's rows (NaN -> null, timestamps -> ISO strings)."""
+    """JSON-safe dicts of a frame's rows (NaN -> null, timestamps -> ISO strings): the whole-frame path, for
+    columns the column path does not take (extension dtypes, non-string names)."""
     if frame.shape[1] == 0:
         return [{} for _ in range(len(frame))]
     return json.loads(frame.to_json(orient="records", date_format="iso", date_unit="s"))
+
+
+def _values_json(values: np.ndarray) -> list[Any]:
+    """One numpy column's values exactly as `_frame_records` gives them, without a frame."""
+    return json.loads(_pandas_json(values, **_PANDAS_JSON_ARGS))
 
 
 def batch_records(batch: LoggedBatch) -> list[dict[str, Any]]:
@@ -63,20 +82,69 @@ def _signature(batch: LoggedBatch) -> tuple:
             _columns_of(batch.outputs))
 
 
-def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
-    """The log records of several batches, in order. Consecutive batches of one family with the same columns
-    are serialised together (one `to_json` per frame kind instead of three per request: at hundreds of
-    requests per second the flush thread's CPU competes with the request path). Batches holding column ->
-    array dicts (the risk request path) are joined column by column into one frame per kind."""
-    records: list[dict[str, Any]] = []
+def _runs(batches: list[LoggedBatch]) -> Iterator[list[LoggedBatch]]:
+    """Consecutive batches of one family with the same columns, serialised together (one encoder call per
+    column and run instead of three frames per request: at hundreds of requests per second the flush
+    thread's CPU competes with the request path)."""
+    signatures = [_signature(b) for b in batches]
     start = 0
     while start < len(batches):
         end = start + 1
-        while end < len(batches) and _signature(batches[end]) == _signature(batches[start]):
+        while end < len(batches) and signatures[end] == signatures[start]:
             end += 1
-        records += _group_records(batches[start:end])
+        yield batches[start:end]
         start = end
-    return records
+
+
+def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
+    """The log records of several batches, in order (what `record_lines` writes, as dicts)."""
+    return [r for group in _runs(batches) for r in _group_records(group)]
+
+
+def record_lines(batches: list[LoggedBatch]) -> list[str]:
+    """The log lines of several batches, in order: each is `json.dumps(record, separators=(",", ":"))` of
+    its `batches_records` record, assembled from per-column JSON fragments instead of dicts (encoding each
+    record's ~80 values one dict at a time was most of the flush thread's CPU)."""
+    return [line for group in _runs(batches) for line in _group_lines(group)]
+
+
+def _joined_column(tables: list[Any], name: str) -> np.ndarray | None:
+    """Column `name` of same-columned tables as one numpy array, typed as the column of their pd.concat
+    (None when that is a pandas extension dtype: those take the whole-frame path)."""
+    if not isinstance(tables[0], pd.DataFrame):
+        parts = list(map(itemgetter(name), tables))  # one C call per column: single orders make long runs
+        return np.asarray(parts[0]) if len(parts) == 1 else np.concatenate(parts)
+    series = [t[name] for t in tables]
+    if any(not isinstance(s.dtype, np.dtype) for s in series):
+        return None
+    if len(series) == 1:
+        return series[0].to_numpy()
+    if all(s.dtype == series[0].dtype for s in series):
+        return np.concatenate([s.to_numpy() for s in series])
+    joined = pd.concat(series, ignore_index=True)  # mixed dtypes: pandas' upcasting rules, as pd.concat of frames
+    return joined.to_numpy() if isinstance(joined.dtype, np.dtype) else None
+
+
+def _table_arrays(tables: list[Any]) -> tuple[tuple[str, ...], list[np.ndarray]] | None:
+    """(names, one numpy array per column) of same-columned tables (frames, or column -> array dicts); None
+    when some column needs the whole-frame path."""
+    names = _columns_of(tables[0])
+    if not names or not all(isinstance(c, str) for c in names):
+        return None
+    columns = [_joined_column(tables, c) for c in names]
+    # dtypes checked against the whole-frame path (tests); others (datetime64[s], timedelta, ...) take it
+    if any(c is None or (c.dtype not in _TEXT_DTYPES and c.dtype.kind not in "OU") for c in columns):
+        return None
+    return names, columns
+
+
+def _table_records(tables: list[Any]) -> list[dict[str, Any]]:
+    """The rows of same-columned tables as JSON-safe dicts, in order."""
+    table = _table_arrays(tables)
+    if table is None:
+        return _frame_records(_joined(tables))
+    names, columns = table
+    return [dict(zip(names, row)) for row in zip(*(_values_json(c) for c in columns))]
 
 
 def _joined(tables: list[Any]) -> pd.DataFrame:
@@ -86,11 +154,91 @@ def _joined(tables: list[Any]) -> pd.DataFrame:
     return pd.DataFrame({c: np.concatenate([t[c] for t in tables]) for c in tables[0]})
 
 
-def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
-    def joined(kind: str) -> pd.DataFrame:
-        return _joined([getattr(b, kind) for b in group])
+_encode_str = json.encoder.encode_basestring_ascii  # what the encoder writes for a str (ensure_ascii)
+_SCALAR_TYPES = frozenset({float, int, bool, type(None)})
+_NONE = type(None)
+# Tokens of pandas' float text that repr(float(token)) writes otherwise: exponents, |x| < 1e-4 (repr switches
+# to e-notation) and more than 15 significant digits (repr's shortest round-trip digits may differ). Any
+# other token (at most 15 significant digits, no exponent, 1e-4 <= |x| < 1e16 or 0) is exactly its repr.
+_REPR_DIFFERS = re.compile(r"-?(?:0\.0000\d*|[1-9][\d.]{16,})|.*[eE].*")
+_TEXT_DTYPES = frozenset({np.dtype(t) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                                 "uint32", "uint64", "float32", "float64", "datetime64[ns]")})
 
-    inputs, features, outputs = (_frame_records(joined(k)) for k in ("inputs", "features", "outputs"))
+
+def _float_tokens(text: str) -> list[str]:
+    """pandas' JSON of a float column (without brackets) as the tokens json.dumps(json.loads(...)) writes."""
+    tokens = text.split(",")
+    # the common case, checked at C speed: no exponent, nothing below 1e-4, at most 15 digits and a '.'
+    if "e" not in text and "0.0000" not in text and max(map(len, tokens)) <= 16:
+        return tokens
+    return [repr(float(t)) if _REPR_DIFFERS.fullmatch(t) else t for t in tokens]
+
+
+def _fragments(values: list[Any]) -> list[str]:
+    """Each value as `_encode_line` writes it, with as few calls per value as the types allow."""
+    kinds = set(map(type, values))
+    if kinds <= _SCALAR_TYPES:  # numbers, true/false/null never hold ", ": split one dumps of the column
+        return json.dumps(values)[1:-1].split(", ") if values else []
+    if kinds == {str}:
+        return list(map(_encode_str, values))
+    return list(map(_encode_line, values))
+
+
+def _column_fragments(values: np.ndarray) -> list[str]:
+    """Each value of a numpy column as the old writer's line held it (json.dumps of json.loads of pandas'
+    JSON), decoding and re-encoding only what would come out different: numbers, bools, nulls and ISO
+    timestamps are pandas' text as it is, except the rare float tokens `_REPR_DIFFERS` names."""
+    if values.dtype in _TEXT_DTYPES:
+        text = _pandas_json(values, **_PANDAS_JSON_ARGS)[1:-1]
+        if not text:
+            return []
+        return _float_tokens(text) if values.dtype.kind == "f" else text.split(",")
+    if values.dtype.kind in "OU":
+        plain = values.tolist()
+        kinds = set(map(type, plain))
+        if kinds == {str}:
+            return list(map(_encode_str, plain))
+        if kinds == {str, _NONE}:
+            return [_encode_str(v) if v is not None else "null" for v in plain]
+    return _fragments(_values_json(values))
+
+
+def _table_json(tables: list[Any], wanted: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
+    """(per row: the inside of its JSON object, per column in `wanted`: its values' JSON) of same-columned
+    tables; a wanted column the tables lack is null."""
+    table = _table_arrays(tables)
+    if table is None:
+        rows = _frame_records(_joined(tables))
+        return ([_encode_line(r)[1:-1] for r in rows],
+                {c: [_encode_line(r.get(c)) for r in rows] for c in wanted})
+    names, columns = table
+    frags = [_column_fragments(c) for c in columns]
+    keyed = [list(map(f"{_encode_str(name)}:".__add__, f)) for name, f in zip(names, frags)]
+    rows = list(map(",".join, zip(*keyed)))
+    by_name = dict(zip(names, frags))
+    n = len(rows)
+    return rows, {c: by_name.get(c, ["null"] * n) for c in wanted}
+
+
+def _batch_keys(batch: LoggedBatch) -> tuple[list[int], list[bool], list[str]]:
+    """(item index, defaults flag, request id) per row as plain Python values."""
+    items = [int(i) for i in np.asarray(batch.item_index).tolist()]
+    defaults = [bool(d) for d in np.asarray(batch.defaults_used).tolist()]
+    rids = [batch.request_id] * len(items) if batch.row_request_ids is None else \
+        [str(r) for r in batch.row_request_ids]
+    return items, defaults, rids
+
+
+def _prediction_ids(batch: LoggedBatch, items: list[int], rids: list[str]) -> list[str]:
+    if batch.family != "demand":
+        return [f"{rid}:{item}" for rid, item in zip(rids, items)]
+    horizons = batch.inputs["horizon"].to_numpy()
+    return [f"{rid}:{item}:{int(h)}" for rid, item, h in zip(rids, items, horizons)]
+
+
+def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
+    inputs, features, outputs = (_table_records([getattr(b, k) for b in group])
+                                 for k in ("inputs", "features", "outputs"))
     family = group[0].family
     entity_cols = ENTITY_COLUMNS[family]
     event_col = EVENT_TIME_COLUMN[family]
@@ -98,15 +246,13 @@ def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
     j = 0
     for batch in group:
         logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
-        horizons = batch.inputs["horizon"].to_numpy() if family == "demand" else None
+        items, defaults, rids = _batch_keys(batch)
+        pids = _prediction_ids(batch, items, rids)
         for k in range(n_rows(batch.inputs)):
             row = inputs[j]
-            item = int(batch.item_index[k])
-            rid = batch.request_id if batch.row_request_ids is None else str(batch.row_request_ids[k])
-            pid = f"{rid}:{item}" if horizons is None else f"{rid}:{item}:{int(horizons[k])}"
             records.append({
-                "prediction_id": pid,
-                "request_id": rid,
+                "prediction_id": pids[k],
+                "request_id": rids[k],
                 "logged_at": logged_at,
                 "family": family,
                 "endpoint": batch.endpoint,
@@ -117,10 +263,43 @@ def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
                 "inputs": row,
                 "features": features[j],
                 "outputs": outputs[j],
-                "defaults_used": bool(batch.defaults_used[k]),
+                "defaults_used": defaults[k],
             })
             j += 1
     return records
+
+
+def _group_lines(group: list[LoggedBatch]) -> list[str]:
+    """`_group_records` of a run, encoded: the same keys in the same order, the same value fragments."""
+    family = group[0].family
+    entity_cols = ENTITY_COLUMNS[family]
+    event_col = EVENT_TIME_COLUMN[family]
+    inputs, by_column = _table_json([b.inputs for b in group], (*entity_cols, event_col))
+    features, _ = _table_json([b.features for b in group], ())
+    outputs, _ = _table_json([b.outputs for b in group], ())
+    entity_keys = [f"{_encode_str(c)}:" for c in entity_cols]
+    entities = list(map(",".join, zip(*(map(key.__add__, by_column[c]) for key, c in zip(entity_keys, entity_cols)))))
+    events = by_column[event_col]
+    lines = []
+    models: dict[tuple, str] = {}  # the same few endpoint/model pairs in every batch of a run
+    j = 0
+    for batch in group:
+        logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
+        items, defaults, rids = _batch_keys(batch)
+        pids = _prediction_ids(batch, items, rids)
+        model_key = (batch.endpoint, batch.model_name, batch.model_version)
+        if model_key not in models:
+            models[model_key] = (f',"family":{_encode_line(family)},"endpoint":{_encode_line(batch.endpoint)}'
+                                 f',"model_name":{_encode_line(batch.model_name)}'
+                                 f',"model_version":{_encode_line(batch.model_version)},"event_time":')
+        middle = f',"logged_at":{_encode_str(logged_at)}{models[model_key]}'
+        for k in range(n_rows(batch.inputs)):
+            lines.append(f'{{"prediction_id":{_encode_str(pids[k])},"request_id":{_encode_str(rids[k])}{middle}'
+                         f'{events[j]},"entity":{{{entities[j]}}},"inputs":{{{inputs[j]}}}'
+                         f',"features":{{{features[j]}}},"outputs":{{{outputs[j]}}}'
+                         f',"defaults_used":{"true" if defaults[k] else "false"}}}')
+            j += 1
+    return lines
 
 
 def log_path(family: str, day: date, root: Path | None = None) -> Path:
@@ -193,7 +372,7 @@ class PredictionLogger:
                 for batch in batches:
                     by_path[log_path(batch.family, batch.logged_at.astimezone(timezone.utc).date(), self.root)].append(batch)
                 for path, path_batches in by_path.items():
-                    lines[path].extend(json.dumps(r, separators=(",", ":")) for r in batches_records(path_batches))
+                    lines[path].extend(record_lines(path_batches))
                 for path, file_lines in lines.items():
                     _append(path, ("\n".join(file_lines) + "\n").encode("utf-8"), self.fsync)
             except Exception:
