@@ -23,14 +23,14 @@ lanes alone.
     .venv/bin/python experiments/drift_scenarios.py --cases red_sea:delay,fraud_ring:risk,none:delay \
         --step-days 2 --workdir /tmp/drift
 
-Measured (`--cases red_sea:delay,none:delay --scale small --step-days 2`, seed 42, event 2025-07-17): red_sea's
-first sea-to-Europe shipment created after the event is delivered on day 42.3 and the first red alert comes on
-day 54 (11.7 days later) from the label-arrival segment check (sea/europe MAE 8.21 vs 2.13 days, 6 deliveries,
-p 4.6e-05 < 0.001/12 segments; the overall MAE check still ok); none raises no red, but an orange input-drift
-alert on day 36 (17/52 features, carrier late rates and corridor ratios) and yellow prediction drift on days 32
-and 66, which red_sea shows on the same days (calendar noise, not the event); the orange sends both to the day-80
-retrain, which the gate refuses in both (+0.69% / +0.76% < 1%). red_sea overall MAE 104% of pre-event, sea to
-Europe 4.37 vs 1.96 days.
+Measured (`--cases red_sea:delay,none:delay --scale small --step-days 2`, seed 42, event 2025-07-17, 2026-12-02):
+red_sea's first sea-to-Europe shipment created after the event is delivered on day 42.3; the first red (and the first
+naming sea/europe) comes on day 52 (9.7 days later) from the overdue check (7 of 8 shipments due in the window past
+their P90, vs 6 of 39 before, p 1.4e-05 against 15%); no input- or prediction-drift alert. The day-80 retrain is
+refused (overall +0.69% < 1%; on the sea/europe backtest rows 9.20 vs 9.18 days, Wilcoxon p 0.3): red_sea overall MAE
+104% of pre-event, sea to Europe 4.37 vs 1.96 days. none: no alert in 40 monitor runs. At --scale medium the checks
+also fire on lanes the scenario does not touch (sea/sea red on day 26) and on pre-event sea/europe shipments that
+ran late (day 44), so read medium reds with their reasons.
 
 Timing on 2 shared cores is dominated by replaying traffic and training; with the small LightGBM settings below
 a delay case takes ~4-6 minutes and fraud_ring ~16 at --scale small (cases can run as separate processes).
