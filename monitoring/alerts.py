@@ -69,8 +69,7 @@ def alert_reasons(drift: DriftResult | None, performance: PerformanceCheck | Non
         reasons.append(AlertReason("red", "performance", performance.reason))
     # worst breached segment first: it is named at the head of the alert's summary
     for seg in sorted((s for s in segments or [] if s.breached), key=lambda s: -(s.change or 0.0)):
-        if seg.breached:
-            reasons.append(AlertReason("red", "segment_performance", seg.reason, seg.segment))
+        reasons.append(AlertReason("red", "segment_performance", seg.reason, seg.segment))
     if drift is not None and drift.dataset_drift:
         top = ", ".join(c.column for c in drift.drifted_features()[:5])
         reasons.append(AlertReason("orange", "input_drift",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -197,11 +197,12 @@ def compare_with_backtest(perf: WindowPerformance, backtest: dict[str, float] | 
 
 
 def add_segment_columns(joined: pd.DataFrame) -> pd.DataFrame:
-    """Derived segment columns: `region` of the destination market (in_destination_market or in_market)."""
+    """Derived segment columns: `region` of the destination market (in_destination_market or in_market in the
+    prediction log; destination_market or market in a training frame)."""
     from features.schema import MARKET_REGION
 
     out = joined
-    for col in ("in_destination_market", "in_market", "market"):
+    for col in ("in_destination_market", "in_market", "destination_market", "market"):
         if col in joined.columns:
             out = joined.assign(region=joined[col].map(MARKET_REGION))
             break
@@ -258,6 +259,24 @@ def _segment_values(cols: list[str], key) -> dict[str, str]:
     return {c: str(v) for c, v in zip(cols, key if isinstance(key, tuple) else (key,))}
 
 
+def _segment_pairs(judged: pd.DataFrame, earlier: pd.DataFrame, cols: list[str],
+                   values: Callable[[pd.DataFrame], np.ndarray], min_now: int,
+                   min_before: int) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """(segment, values now, values before) for each segment of `cols` in both periods with at least `min_now` /
+    `min_before` values; [] when a segment column is missing. The segment checks' shared grouping."""
+    judged, earlier = add_segment_columns(judged), add_segment_columns(earlier)
+    if not cols or any(c not in judged.columns or c not in earlier.columns for c in cols):
+        return []
+    before = {key: values(part) for key, part in earlier.groupby(cols, dropna=True, observed=True)}
+    pairs = []
+    for key, part in judged.groupby(cols, dropna=True, observed=True):
+        if key in before:
+            now = values(part)
+            if len(now) >= min_now and len(before[key]) >= min_before:
+                pairs.append((_segment_values(cols, key), now, before[key]))
+    return pairs
+
+
 def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule,
                    min_judged: int | None = None, alpha: float | None = None) -> list[PerformanceCheck]:
     """Each segment's mean absolute error on the judged period against the same segment served before.
@@ -273,33 +292,23 @@ def segment_checks(family: str, judged: pd.DataFrame, earlier: pd.DataFrame, rul
     """
     from scipy import stats
 
-    cols = list(rule.segment_by)
-    judged, earlier = add_segment_columns(judged), add_segment_columns(earlier)
-    if not cols or any(c not in judged.columns or c not in earlier.columns for c in cols):
-        return []
     min_judged = rule.min_segment_labels if min_judged is None else min_judged
-    before = {key: part for key, part in earlier.groupby(cols, dropna=True, observed=True)}
-    pairs = []
-    for key, part in judged.groupby(cols, dropna=True, observed=True):
-        if key not in before:
-            continue
-        now, base = absolute_errors(family, part), absolute_errors(family, before[key])
-        if len(now) < min_judged or len(base) < rule.min_segment_labels or base.mean() <= 0:
-            continue
-        pairs.append((key, now, base))
+    pairs = [(segment, now, base) for segment, now, base in
+             _segment_pairs(judged, earlier, list(rule.segment_by), lambda part: absolute_errors(family, part),
+                            min_judged, rule.min_segment_labels) if base.mean() > 0]
     per_test = (rule.segment_alpha if alpha is None else alpha) / max(len(pairs), 1)
     checks = []
-    for key, now, base in pairs:
+    for segment, now, base in pairs:
         change = (now.mean() - base.mean()) / base.mean()
         p_value = float(stats.mannwhitneyu(now, base, alternative="greater").pvalue)
         breached = bool(change > rule.segment_limit and p_value < per_test
                         and now.mean() - base.mean() >= rule.segment_min_change)
-        name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        name = "/".join(segment.values())
         checks.append(PerformanceCheck(
             metric=f"mae[{name}]", status="breach" if breached else "ok", window_value=float(now.mean()),
             backtest_value=float(base.mean()), backtest_metric=f"served:mae[{name}]", rule="relative_increase",
             limit=rule.segment_limit, change=float(change), n_labelled=len(now), label_coverage=1.0,
-            segment=_segment_values(cols, key),
+            segment=segment,
             reason=f"segment {name}: MAE {now.mean():.2f} vs {base.mean():.2f} served before ({change:+.0%}, "
                    f"p={p_value:.2g}, n={len(now)}/{len(base)}; limit +{rule.segment_limit:.0%} and "
                    f"+{rule.segment_min_change:g}, alpha {per_test * len(pairs):.2g}/{len(pairs)} segments)"))
@@ -338,30 +347,22 @@ def overdue_checks(judged: pd.DataFrame, earlier: pd.DataFrame, rule: Performanc
     """
     from scipy import stats
 
-    cols = list(rule.segment_by)
-    judged, earlier = add_segment_columns(judged), add_segment_columns(earlier)
-    if not cols or any(c not in judged.columns or c not in earlier.columns for c in cols):
-        return []
-    before = {key: part["overdue"].to_numpy(bool) for key, part in earlier.groupby(cols, dropna=True, observed=True)}
-    pairs = []
-    for key, part in judged.groupby(cols, dropna=True, observed=True):
-        now = part["overdue"].to_numpy(bool)
-        if key in before and len(now) >= rule.min_segment_window_labels and len(before[key]) >= rule.min_segment_labels:
-            pairs.append((key, now, before[key]))
+    pairs = _segment_pairs(judged, earlier, list(rule.segment_by), lambda part: part["overdue"].to_numpy(bool),
+                           rule.min_segment_window_labels, rule.min_segment_labels)
     per_test = (rule.segment_alpha if alpha is None else alpha) / max(len(pairs), 1)
     checks = []
-    for key, now, base in pairs:
+    for segment, now, base in pairs:
         k1, n1, k0, n0 = int(now.sum()), len(now), int(base.sum()), len(base)
         share, base_share = k1 / n1, k0 / n0
         null_share = max(P90_MISS_SHARE, base_share)
         p_value = float(stats.binomtest(k1, n1, null_share, alternative="greater").pvalue)
         breached = bool(share >= rule.overdue_min_share and p_value < per_test)
-        name = "/".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        name = "/".join(segment.values())
         checks.append(PerformanceCheck(
             metric=f"overdue_share[{name}]", status="breach" if breached else "ok", window_value=share,
             backtest_value=base_share, backtest_metric=f"served:overdue_share[{name}]", rule="absolute_rise",
             limit=rule.overdue_min_share, change=share - base_share, n_labelled=n1, label_coverage=1.0,
-            segment=_segment_values(cols, key),
+            segment=segment,
             reason=f"segment {name}: {k1} of {n1} shipments due in the window are past their P90 undelivered or "
                    f"arrived after it, vs {k0} of {n0} before ({share:.0%} vs {base_share:.0%}, p={p_value:.2g} "
                    f"against {null_share:.0%}; "

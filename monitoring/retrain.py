@@ -119,24 +119,18 @@ def alerted_segments(result: MonitorResult, lookback: timedelta) -> list[dict[st
 
 def segment_mask(frame, segment: dict[str, str]):
     """Rows of a training frame in a monitor segment: log columns `in_<x>` are the frame's `<x>`; `region` is
-    the destination market's region."""
+    derived as the monitor derives it (`add_segment_columns`)."""
     import numpy as np
 
-    from features.schema import MARKET_REGION
+    from monitoring.performance import add_segment_columns
 
+    frame = add_segment_columns(frame)
     mask = np.ones(len(frame), dtype=bool)
     for col, value in segment.items():
-        if col == "region":
-            market = next((c for c in ("destination_market", "market") if c in frame.columns), None)
-            if market is None:
-                raise TradecastError(f"segment column 'region': the training set has no destination_market/market")
-            values = frame[market].astype(str).map(MARKET_REGION)
-        else:
-            name = col[3:] if col.startswith("in_") and col[3:] in frame.columns else col
-            if name not in frame.columns:
-                raise TradecastError(f"segment column '{col}': not in the training set")
-            values = frame[name]
-        mask &= (values.astype(str) == value).to_numpy()
+        name = col[3:] if col.startswith("in_") and col not in frame.columns else col
+        if name not in frame.columns:
+            raise TradecastError(f"segment column '{col}': not in the training set")
+        mask &= (frame[name].astype(str) == value).to_numpy()
     return mask
 
 
