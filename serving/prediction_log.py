@@ -97,8 +97,8 @@ def _runs(batches: list[LoggedBatch]) -> Iterator[list[LoggedBatch]]:
 
 
 def batches_records(batches: list[LoggedBatch]) -> list[dict[str, Any]]:
-    """The log records of several batches, in order (what `record_lines` writes, as dicts)."""
-    return [r for group in _runs(batches) for r in _group_records(group)]
+    """The log records of several batches, in order: what `record_lines` writes, read back as dicts."""
+    return [json.loads(line) for line in record_lines(batches)]
 
 
 def record_lines(batches: list[LoggedBatch]) -> list[str]:
@@ -136,15 +136,6 @@ def _table_arrays(tables: list[Any]) -> tuple[tuple[str, ...], list[np.ndarray]]
     if any(c is None or (c.dtype not in _TEXT_DTYPES and c.dtype.kind not in "OU") for c in columns):
         return None
     return names, columns
-
-
-def _table_records(tables: list[Any]) -> list[dict[str, Any]]:
-    """The rows of same-columned tables as JSON-safe dicts, in order."""
-    table = _table_arrays(tables)
-    if table is None:
-        return _frame_records(_joined(tables))
-    names, columns = table
-    return [dict(zip(names, row)) for row in zip(*(_values_json(c) for c in columns))]
 
 
 def _joined(tables: list[Any]) -> pd.DataFrame:
@@ -236,41 +227,8 @@ def _prediction_ids(batch: LoggedBatch, items: list[int], rids: list[str]) -> li
     return [f"{rid}:{item}:{int(h)}" for rid, item, h in zip(rids, items, horizons)]
 
 
-def _group_records(group: list[LoggedBatch]) -> list[dict[str, Any]]:
-    inputs, features, outputs = (_table_records([getattr(b, k) for b in group])
-                                 for k in ("inputs", "features", "outputs"))
-    family = group[0].family
-    entity_cols = ENTITY_COLUMNS[family]
-    event_col = EVENT_TIME_COLUMN[family]
-    records = []
-    j = 0
-    for batch in group:
-        logged_at = batch.logged_at.astimezone(timezone.utc).isoformat()
-        items, defaults, rids = _batch_keys(batch)
-        pids = _prediction_ids(batch, items, rids)
-        for k in range(n_rows(batch.inputs)):
-            row = inputs[j]
-            records.append({
-                "prediction_id": pids[k],
-                "request_id": rids[k],
-                "logged_at": logged_at,
-                "family": family,
-                "endpoint": batch.endpoint,
-                "model_name": batch.model_name,
-                "model_version": batch.model_version,
-                "event_time": row.get(event_col),
-                "entity": {c: row.get(c) for c in entity_cols},
-                "inputs": row,
-                "features": features[j],
-                "outputs": outputs[j],
-                "defaults_used": defaults[k],
-            })
-            j += 1
-    return records
-
-
 def _group_lines(group: list[LoggedBatch]) -> list[str]:
-    """`_group_records` of a run, encoded: the same keys in the same order, the same value fragments."""
+    """The log lines of a run of batches (see `record_lines`), keys in RECORD_KEYS order."""
     family = group[0].family
     entity_cols = ENTITY_COLUMNS[family]
     event_col = EVENT_TIME_COLUMN[family]
