@@ -137,8 +137,7 @@ class RetrainConfig(ConfigModel):
     @field_validator("segment_lookback")
     @classmethod
     def _lookback_ok(cls, value: str) -> str:
-        parse_window(value)
-        return value
+        return _window_or_none(value)
 
 
 class MonitoringConfig(ConfigModel):
@@ -158,8 +157,7 @@ class MonitoringConfig(ConfigModel):
     @field_validator("window")
     @classmethod
     def _window_ok(cls, value: str) -> str:
-        parse_window(value)
-        return value
+        return _window_or_none(value)
 
     @field_validator("families")
     @classmethod
@@ -186,9 +184,13 @@ def parse_window(text: str) -> timedelta:
 
 
 def _window_or_none(value: str | None) -> str | None:
-    """A window text checked by parse_window (None passes): the config validators' shared check."""
+    """A window text checked by parse_window (None passes): the config validators' shared check. Raised as a
+    ValueError so pydantic's message names the key (families.delay.performance.segment_window: ...)."""
     if value is not None:
-        parse_window(value)
+        try:
+            parse_window(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
     return value
 
 

@@ -86,3 +86,14 @@ def test_config_dir_env(tmp_path, monkeypatch):
 def test_models_are_frozen():
     with pytest.raises(Exception):
         Demo().seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("key, path", [("RETRAIN__SEGMENT_LOOKBACK", "retrain.segment_lookback"),
+                                       ("FAMILIES__DELAY__PERFORMANCE__OVERDUE_GRACE",
+                                        "families.delay.performance.overdue_grace")])
+def test_a_bad_monitoring_window_names_its_key(monkeypatch, key, path):
+    from monitoring.config import load_monitoring_config
+
+    monkeypatch.setenv(f"TRADECAST_MONITORING__{key}", "soon")
+    with pytest.raises(ConfigError, match=f"{path}: window 'soon'"):
+        load_monitoring_config()
