@@ -75,8 +75,21 @@ class PerformanceRule(ConfigModel):
     overdue_grace: str = Field("1d", description="a deadline counts once it is this long past (deliveries are "
                                                  "reported late)")
     overdue_min_share: float = Field(0.5, gt=0, le=1, description="a segment breaches when at least this share of "
-                                     "its due shipments is overdue and a one-sided binomial test against the "
-                                     "larger of 10% and its earlier share gives p below its alpha / segments")
+                                     "its due shipments counts as overdue and a one-sided binomial test against "
+                                     "the larger of 1 - q and its earlier share gives p below its alpha / "
+                                     "(segments x quantiles)")
+    overdue_quantiles: list[float] = Field(
+        [0.9, 0.95], min_length=1, description="each q counts the due shipments whose lateness ((transit or elapsed "
+        "days - P50) / (P90 - P50)) exceeds this quantile of the lateness of all shipments due in the reference_days "
+        "before (never below the P90): 0.9 every miss, 0.95 the far ones (diverted shipments run far past their "
+        "P90, calm misses just past it)")
+
+    @field_validator("overdue_quantiles")
+    @classmethod
+    def _quantiles_ok(cls, value: list[float]) -> list[float]:
+        if any(not 0.5 <= q < 1 for q in value):
+            raise ValueError(f"quantiles must be in [0.5, 1): {value}")
+        return value
 
     @field_validator("segment_window", "label_max_age", "overdue_grace")
     @classmethod

@@ -121,9 +121,9 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
                                   min_judged=rule.min_segment_window_labels, alpha=alpha)
         if rule.overdue_check:  # deadlines that passed at least overdue_grace ago, so a late report is not overdue
             grace = parse_window(rule.overdue_grace)
-            segments += overdue_checks(select_due(everything, seg_start - grace, until - grace),
-                                       select_due(everything, seg_base_start - grace, seg_start - grace), rule,
-                                       alpha=alpha)
+            segments += overdue_checks(select_due(everything, seg_start - grace, until - grace, as_of=until),
+                                       select_due(everything, seg_base_start - grace, seg_start - grace,
+                                                  as_of=until), rule, alpha=alpha)
 
     alert = build_alert(family, alert_reasons(drift, performance, segments), start, until)
     html_path, json_path = report_paths(family, start, until)

@@ -320,52 +320,105 @@ def p90_deadlines(joined: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(joined["event_time"]) + pd.to_timedelta(_numeric(joined, "out_transit_days_p90"), unit="D")
 
 
-def select_due(joined: pd.DataFrame, start, end) -> pd.DataFrame:
+def standardised_lateness(joined: pd.DataFrame, as_of) -> np.ndarray:
+    """Per delay prediction, (transit days - P50) / (P90 - P50): 0 at its P50, 1 at its P90, 2 one P50-to-P90
+    spread past it. A shipment not delivered by `as_of` counts with the days elapsed by then (a lower bound, so a
+    test on it errs towards no alarm). The spread puts lanes of any length on one scale: a day late on an express
+    lane whose P90 is half a day past its P50 is as late as four days on a sea lane whose P90 is four days past."""
+    p50, p90 = _numeric(joined, "out_transit_days_p50"), _numeric(joined, "out_transit_days_p90")
+    elapsed = (pd.Timestamp(as_of) - pd.to_datetime(joined["event_time"])).dt.total_seconds().to_numpy() / 86400.0
+    transit = _numeric(joined, "y_transit_days")
+    labelled = joined["labelled"].astype(bool).to_numpy() if "labelled" in joined.columns else ~np.isnan(transit)
+    days = np.where(labelled & ~np.isnan(transit), transit, elapsed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (days - p50) / np.maximum(p90 - p50, 1e-9)
+
+
+def select_due(joined: pd.DataFrame, start, end, as_of=None) -> pd.DataFrame:
     """The delay predictions whose P90 deadline fell in [start, end), with `overdue`: not delivered by then.
 
     Joined with labels as of a moment after `end`, a shipment without a delivery is past its deadline, so it is
     known to miss its P90 although its transit time is not known yet. This is the earliest label a lane
-    disruption gives: the first diverted shipments show as overdue days before the first of them arrives.
+    disruption gives: the first diverted shipments show as overdue days before the first of them arrives. With
+    `as_of` (the moment the labels are known at), also `lateness` (see standardised_lateness).
     """
     deadline = p90_deadlines(joined)
     keep = ((deadline >= pd.Timestamp(start)) & (deadline < pd.Timestamp(end))).fillna(False).to_numpy()
     due = joined.loc[keep].reset_index(drop=True)
     labelled = due["labelled"].astype(bool).to_numpy() if "labelled" in due.columns else np.zeros(len(due), bool)
     within = _numeric(due, "y_transit_days") <= _numeric(due, "out_transit_days_p90")
-    return due.assign(overdue=~(labelled & within))
+    due = due.assign(overdue=~(labelled & within))
+    return due if as_of is None else due.assign(lateness=standardised_lateness(due, as_of))
+
+
+def lateness_threshold(reference: np.ndarray, quantile: float) -> float | None:
+    """The conformal `quantile` of the reference's standardised lateness, floored at 1 (the P90): its
+    ceil((m + 1) q)-th smallest of m values, which a new shipment exchangeable with them exceeds with probability
+    at most 1 - q. None when the reference has too few values for that rank (m < q / (1 - q))."""
+    values = np.sort(reference[np.isfinite(reference)])
+    rank = math.ceil((len(values) + 1) * quantile)
+    if rank > len(values):
+        return None
+    return max(1.0, float(values[rank - 1]))
 
 
 def overdue_checks(judged: pd.DataFrame, earlier: pd.DataFrame, rule: PerformanceRule,
                    alpha: float | None = None) -> list[PerformanceCheck]:
-    """Each segment's share of overdue shipments (see select_due) against the same segment's share before.
+    """Each segment's share of due shipments (see select_due) that ran late beyond the calm tail, against the same
+    segment's share before.
 
-    A segment breaches when at least `overdue_min_share` of its due shipments are overdue and a one-sided exact
-    binomial test gives p < alpha / the number of segments judged. The null share is the larger of what a P90
-    promises (10% miss it) and the segment's own earlier share, so a segment whose P90 was already too short does
-    not alarm. (A Fisher test against the earlier counts has too little power: a segment sees a few dozen due
-    shipments a month.) Segments need `min_segment_window_labels` due shipments now and `min_segment_labels` before.
+    With `lateness` in both frames (select_due with as_of), for each q of `overdue_quantiles` a shipment counts
+    when its standardised lateness exceeds the q-quantile of the earlier period's (all segments pooled, conformal
+    rank, never below the P90), and the null share is 1 - q. A diverted shipment ends up days past its P90 while
+    calm misses are mostly just past it, so counting only the far misses (q 0.95) lowers the null share and a
+    handful of them among shipments still on time is evidence; counting every miss (q 0.9, the P90) catches a window
+    of shipments all just past it. Without `lateness` a shipment counts when it is past its P90 (null share 10%).
+    A segment breaches when, for some q, at least `overdue_min_share` of its due shipments count and a one-sided
+    exact binomial test gives p < alpha / (segments judged x quantiles). The null share is the larger of the
+    nominal one and the segment's own earlier share, so a segment whose P90 was already too short does not alarm.
+    (A Fisher test against the earlier counts has too little power: a segment sees a few dozen due shipments a
+    month.) Segments need `min_segment_window_labels` due shipments now and `min_segment_labels` before.
     """
     from scipy import stats
 
-    pairs = _segment_pairs(judged, earlier, list(rule.segment_by), lambda part: part["overdue"].to_numpy(bool),
+    counts = []  # (flags now, flags before, nominal null share, what counts)
+    if "lateness" in judged.columns and "lateness" in earlier.columns:
+        now_late = judged["lateness"].to_numpy(dtype="float64")
+        before_late = earlier["lateness"].to_numpy(dtype="float64")
+        for q in rule.overdue_quantiles:
+            threshold = lateness_threshold(before_late, q)
+            if threshold is not None:
+                counts.append((now_late > threshold, before_late > threshold, 1.0 - q,
+                               f"ran later than {q:.0%} of all shipments due before (lateness > {threshold:.2f} "
+                               f"P50-to-P90 spreads past P50, undelivered ones as of now)"))
+    if not counts:
+        counts = [(judged["overdue"].to_numpy(bool), earlier["overdue"].to_numpy(bool), P90_MISS_SHARE,
+                   "are past their P90 undelivered or arrived after it")]
+    flags = [f"_count{i}" for i in range(len(counts))]
+    judged = judged.assign(**{f: c[0] for f, c in zip(flags, counts)})
+    earlier = earlier.assign(**{f: c[1] for f, c in zip(flags, counts)})
+    pairs = _segment_pairs(judged, earlier, list(rule.segment_by), lambda part: part[flags].to_numpy(bool),
                            rule.min_segment_window_labels, rule.min_segment_labels)
-    per_test = (rule.segment_alpha if alpha is None else alpha) / max(len(pairs), 1)
+    per_test = (rule.segment_alpha if alpha is None else alpha) / max(len(pairs), 1) / len(counts)
     checks = []
     for segment, now, base in pairs:
-        k1, n1, k0, n0 = int(now.sum()), len(now), int(base.sum()), len(base)
+        tests = []
+        for i, (_, _, nominal, what) in enumerate(counts):
+            k1, n1, k0, n0 = int(now[:, i].sum()), len(now), int(base[:, i].sum()), len(base)
+            null_share = max(nominal, k0 / n0)
+            p_value = float(stats.binomtest(k1, n1, null_share, alternative="greater").pvalue)
+            breached = bool(k1 / n1 >= rule.overdue_min_share and p_value < per_test)
+            tests.append((not breached, p_value, k1, n1, k0, n0, null_share, what, breached))
+        _, p_value, k1, n1, k0, n0, null_share, what, breached = min(tests)  # a breach first, then the smallest p
         share, base_share = k1 / n1, k0 / n0
-        null_share = max(P90_MISS_SHARE, base_share)
-        p_value = float(stats.binomtest(k1, n1, null_share, alternative="greater").pvalue)
-        breached = bool(share >= rule.overdue_min_share and p_value < per_test)
         name = "/".join(segment.values())
         checks.append(PerformanceCheck(
             metric=f"overdue_share[{name}]", status="breach" if breached else "ok", window_value=share,
             backtest_value=base_share, backtest_metric=f"served:overdue_share[{name}]", rule="absolute_rise",
             limit=rule.overdue_min_share, change=share - base_share, n_labelled=n1, label_coverage=1.0,
             segment=segment,
-            reason=f"segment {name}: {k1} of {n1} shipments due in the window are past their P90 undelivered or "
-                   f"arrived after it, vs {k0} of {n0} before ({share:.0%} vs {base_share:.0%}, p={p_value:.2g} "
-                   f"against {null_share:.0%}; "
-                   f"limit {rule.overdue_min_share:.0%} overdue, alpha {per_test * len(pairs):.2g}/{len(pairs)} "
-                   f"segments)"))
+            reason=f"segment {name}: {k1} of {n1} shipments due in the window {what}, vs {k0} of {n0} before "
+                   f"({share:.0%} vs {base_share:.0%}, p={p_value:.2g} against {null_share:.0%}; "
+                   f"limit {rule.overdue_min_share:.0%}, alpha {per_test * len(pairs) * len(counts):.2g}/"
+                   f"{len(pairs)} segments x {len(counts)} count(s))"))
     return checks
