@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +29,16 @@ def _python_value(value: Any) -> Any:
     return getattr(value, kind)
 
 
+@lru_cache(maxsize=1 << 16)
+def _entity_key(join_key: str, value: str) -> Any:
+    """The EntityKey proto of one string key, built once per (recently seen) entity: Feast only reads it
+    (serialize_entity_key), and a scored order needs one per view read and written."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
+
+
 class OnlineTables:
     """Read and write feature-view rows of a store's online store by entity key (any Feast online store)."""
 
@@ -37,6 +48,7 @@ class OnlineTables:
         self.provider = store._get_provider()
         self._views: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._recorded = threading.local()
 
     def view(self, name: str) -> Any:
         """The registry's FeatureView `name`, resolved on first use."""
@@ -48,25 +60,31 @@ class OnlineTables:
 
     @staticmethod
     def entity_key(join_key: str, value: str) -> Any:
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
+        return _entity_key(join_key, value)
 
-        return EntityKey(join_keys=[join_key], entity_values=[Value(string_val=value)])
-
-    def read(self, view: str, join_key: str, ids: Sequence[str], names: Sequence[str]) -> dict[str, list[Any]]:
+    def read(self, view: str, join_key: str, ids: Sequence[str], names: Sequence[str],
+             known: dict[str, dict[str, Any]] | None = None) -> dict[str, list[Any]]:
         """Feature name -> one value per id (None when the entity or the value is not in the store).
-        Repeated ids are read once."""
+        Repeated ids are read once. `known`: rows this caller has just written (`recording_writes`), entity id ->
+        {feature: value}; those ids are answered from it instead of being read back, with the same values."""
         unique = list(dict.fromkeys(ids))
-        rows = self.provider.online_read(self.config, self.view(view),
-                                         [self.entity_key(join_key, i) for i in unique], list(names))
-        by_id: dict[str, dict[str, Any] | None] = {i: values for i, (_, values) in zip(unique, rows)}
+        known = {i: known[i] for i in unique if i in known and all(n in known[i] for n in names)} if known else {}
+        to_read = [i for i in unique if i not in known]
+        stored: dict[str, dict[str, Any] | None] = {}
+        if to_read:
+            rows = self.provider.online_read(self.config, self.view(view),
+                                             [self.entity_key(join_key, i) for i in to_read], list(names))
+            stored = {i: values for i, (_, values) in zip(to_read, rows)}
         out: dict[str, list[Any]] = {}
         for name in names:
             column = []
             for i in ids:
-                values = by_id[i]
-                stored = values.get(name) if values else None
-                column.append(None if stored is None else _python_value(stored))
+                if i in known:
+                    column.append(known[i][name])
+                    continue
+                values = stored[i]
+                value = values.get(name) if values else None
+                column.append(None if value is None else _python_value(value))
             out[name] = column
         return out
 
@@ -86,6 +104,24 @@ class OnlineTables:
                  ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc), None) for entity, values, ts in rows]
         if data:
             self.provider.online_write_batch(self.config, self.view(view), data, progress=None)
+            written = getattr(self._recorded, "rows", None)
+            if written is not None:  # as `read` would return them: floats as float, strings, None
+                kept = written.setdefault(view, {})
+                for entity, values, _ in rows:
+                    kept[entity] = {n: v if v is None or isinstance(v, str) else float(v) for n, v in values.items()}
+
+    @contextmanager
+    def recording_writes(self) -> Iterator[dict[str, dict[str, dict[str, Any]]]]:
+        """Collect the rows this thread writes inside the block: view -> entity id -> {feature: value}.
+
+        Serving pushes an order's velocity rows, then looks up the same rows: passing what was written as
+        `read(..., known=...)` saves reading back (and parsing) three views per scored order."""
+        rows: dict[str, dict[str, dict[str, Any]]] = {}
+        self._recorded.rows = rows
+        try:
+            yield rows
+        finally:
+            self._recorded.rows = None
 
     @contextmanager
     def one_transaction(self) -> Iterator[None]:

@@ -710,24 +710,28 @@ def online_features(service_name: str, entities: list[dict[str, Any]] | pd.DataF
     return OnlineResult(frame=frame, defaults_used=unknown.tolist(), defaulted=[names[row].tolist() for row in missing])
 
 
-def online_feature_columns(service_name: str, columns: dict[str, Sequence[Any]],
-                           tables: "OnlineTables") -> tuple[dict[str, np.ndarray], np.ndarray]:
+def online_feature_columns(service_name: str, columns: dict[str, Sequence[Any]], tables: "OnlineTables",
+                           known: dict[str, dict[str, dict[str, Any]]] | None = None
+                           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """`online_features` for the request path: join keys and request fields as column -> values (one per row)
     in, (feature -> array in `feature_names` order, defaults_used per row) out, with no DataFrame on the way.
-    Same reads, defaults and on-demand functions, so the same values (tested against `online_features`)."""
+    Same reads, defaults and on-demand functions, so the same values (tested against `online_features`).
+    `known`: view -> entity id -> row just written by this caller (`OnlineTables.recording_writes`), used
+    instead of reading those rows back."""
     from features.on_demand import n_rows
 
     plan = _plan(tables.store, service_name)
     n = n_rows(columns)
     given = {c: columns[c] for c in (*plan.keys, *plan.request) if c in columns}
-    batch, extra = _read_online(tables.store, plan, given, n, tables)
+    batch, extra = _read_online(tables.store, plan, given, n, tables, known)
     values, missing = _fill_and_derive_columns(service_name, batch, plan.kinds, extra,
                                                load_defaults(_cfg(tables.store)), plan.names, n)
     return values, _unknown_rows(plan, missing, n)
 
 
 def _read_online(store: "feast.FeatureStore", plan: _OnlinePlan, given: dict[str, Sequence[Any]], n: int,
-                 tables: "OnlineTables | None") -> tuple[dict[str, Any], dict[str, Any]]:
+                 tables: "OnlineTables | None", known: dict[str, dict[str, dict[str, Any]]] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(batch feature -> values read from the online store, join keys and request fields) for n rows."""
     key_cols = {k: ["" if v is None else str(v) for v in given.get(k, [None] * n)] for k in plan.keys}
     if tables is None:
@@ -735,7 +739,7 @@ def _read_online(store: "feast.FeatureStore", plan: _OnlinePlan, given: dict[str
     else:
         data = {}
         for view, key, names in plan.views:
-            data.update(tables.read(view, key, key_cols[key], names))
+            data.update(tables.read(view, key, key_cols[key], names, known=(known or {}).get(view)))
     extra: dict[str, Any] = dict(key_cols)
     for c in plan.request:
         if c in given:

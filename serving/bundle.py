@@ -8,7 +8,7 @@ from the Feast online store or another lookup.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ class FeatureSource(Protocol):
         """Feature vectors for request rows (entity keys and request fields as columns), same order."""
         ...
 
-    def push_orders(self, orders: pd.DataFrame) -> None:
-        """Add scored orders to the real-time velocity features."""
+    def push_orders(self, orders: pd.DataFrame) -> Any:
+        """Add scored orders to the real-time velocity features (a source may return the rows it wrote, which
+        its `lookup_columns(..., pushed=...)` then uses instead of reading them back)."""
         ...

@@ -309,17 +309,23 @@ class FeastFeatureSource:
         frame = frame.loc[:, ~frame.columns.duplicated(keep="last")]
         return FeatureVectors(frame, np.asarray(result.defaults_used, dtype=bool))
 
-    def lookup_columns(self, family: str, rows: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def lookup_columns(self, family: str, rows: dict[str, np.ndarray],
+                       pushed: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """`lookup` for request rows as column -> array: (the derived entity columns and the features, as
-        `lookup`'s frame holds them; defaults_used per row), without DataFrames (the risk request path)."""
+        `lookup`'s frame holds them; defaults_used per row), without DataFrames (the risk request path).
+        `pushed`: what `push_orders` just wrote for these rows, used instead of reading it back."""
         from features.store import online_feature_columns
 
         derived = entity_columns(family, rows)
-        values, unknown = online_feature_columns(FEATURE_SERVICES[family], {**rows, **derived}, self.tables)
+        values, unknown = online_feature_columns(FEATURE_SERVICES[family], {**rows, **derived}, self.tables,
+                                                 known=pushed)
         return {**derived, **values}, unknown
 
-    def push_orders(self, orders: pd.DataFrame | dict[str, np.ndarray]) -> None:
+    def push_orders(self, orders: pd.DataFrame | dict[str, np.ndarray]) -> dict[str, Any]:
+        """Push the orders into the velocity rows; returns the rows written (view -> entity id -> features)."""
         from features.store import push_order_velocity
 
-        with self.tables.one_transaction():  # one commit per request, not one per entity view
+        # one commit per request, not one per entity view
+        with self.tables.one_transaction(), self.tables.recording_writes() as written:
             push_order_velocity(None, orders, tables=self.tables)
+        return written

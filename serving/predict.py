@@ -335,8 +335,9 @@ def _score_risk_columns(items: Sequence[RiskRequest], model: Any, features: Any,
     predict_columns): the same pushes, lookups and model code as the DataFrame path, with none of the per-call
     DataFrame construction that dominated a single order's latency (tests compare the two paths)."""
     rows = risk_columns(items)
-    features.push_orders(rows)
-    vectors, defaults = features.lookup_columns("risk", rows)
+    pushed = features.push_orders(rows)
+    # the velocity rows just written are used as written, not read back (FeastFeatureSource)
+    vectors, defaults = features.lookup_columns("risk", rows, **({"pushed": pushed} if pushed else {}))
     raw = model.predict_columns({**rows, **vectors})  # feature-source columns win, as in `score`
     n = len(items)
     if any(len(raw[c]) != n for c in OUTPUT_COLUMNS["risk"]):

@@ -160,3 +160,34 @@ def test_velocity_state_of_a_hot_entity_is_bounded(feast_home):
     assert row["ip_orders_24h"][0] == row["ip_orders_1h"][0] == MAX_RECENT_ORDERS
     assert row["ip_recent_orders"][0].count(";") == MAX_RECENT_ORDERS - 1
     assert row["ip_orders_total"][0] == n  # the running total stays exact
+
+
+def test_pushed_rows_read_as_the_store_reads_them(feast_home, tiny_tables):
+    """The velocity rows a push returns (used by the lookup instead of reading them back) equal what the
+    online store returns for those entities afterwards; ids not pushed are still read from the store, and
+    writes outside the push are not recorded."""
+    from features.compute import ACTIVITY_KEYS
+    from features.feature_repo.definitions import view_feature_fields
+    from serving.loading import FeastFeatureSource
+    from serving.predict import risk_rows
+    from serving.schemas import RiskRequest
+
+    source = FeastFeatureSource(wal=True)
+    merchant = tiny_tables["orders"].iloc[-1]["merchant_id"]
+    known_buyer = tiny_tables["orders"].iloc[-1]["buyer_id"]
+    orders = [RiskRequest(order_id=f"KN-{i}", ordered_at=f"2025-12-31T21:0{i}:00", buyer_id=b, merchant_id=merchant,
+                          market="DE", amount=10.0 + i, ip=ip, device_id=d, ip_country="DE", card_country=cc)
+              for i, (b, ip, d, cc) in enumerate([("B-KN", "ip-kn", "d-kn", "FR"), (known_buyer, "ip-kn", None, "DE"),
+                                                  ("B-KN", "ip-kn2", "d-kn", None)])]
+    pushed = source.push_orders(risk_rows(orders))
+    assert set(pushed) == set(ACTIVITY_KEYS)
+    cfg = source.store._tradecast_config
+    for view, (key, _) in ACTIVITY_KEYS.items():
+        names = [n for n, _ in view_feature_fields(view, cfg)]
+        ids = list(pushed[view]) + ["never-pushed", known_buyer]
+        from_store = source.tables.read(view, key, ids, names)
+        assert source.tables.read(view, key, ids, names, known=pushed[view]) == from_store
+        assert from_store[names[0]][len(pushed[view])] is None  # an id never written is still read (as unknown)
+    assert pushed["buyer_activity"]["B-KN"]["buyer_orders_24h"] == 2.0
+    source.tables.write("ip_activity", "ip", [("ip-later", {"ip_orders_1h": 1.0}, pd.Timestamp("2025-12-31").to_pydatetime())])
+    assert "ip-later" not in pushed["ip_activity"]
