@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tradecast.config import ConfigModel, load_config
 from tradecast.errors import ConfigError
@@ -115,6 +115,14 @@ class FamilyMonitorConfig(ConfigModel):
     block_step: str = Field("1d", description="a reference block starts every this long (<n>d or <n>h): overlapping "
                                               "blocks give many draws of the calm-week distance, not ~4")
     min_block_rows: int = Field(30, ge=2, description="rows a reference block needs to count for the noise floor")
+    permutation_alpha: float = Field(0.001, ge=0, lt=1, description="with a time-stamped reference and window, a "
+                                     "distance at or above its threshold must also pass a permutation test that "
+                                     "re-splits whole permutation_units of reference and window at random: drift "
+                                     "when p <= this (rows of one day, e.g. a brushing episode, are not independent); "
+                                     "0 = off")
+    permutation_unit: str = Field("1d", description="rows within one such unit move together in that test (<n>d or "
+                                                    "<n>h)")
+    permutation_draws: int = Field(999, ge=19, description="random re-splits of that test; at least 1/alpha - 1")
     per_column: dict[str, ColumnTest] = Field(default_factory=dict, description="overrides by column name")
     exclude_columns: list[str] = Field(default_factory=list, description="never tested for drift")
     max_categories: int = Field(50, ge=2, description="string columns with more distinct values are ids, skipped")
@@ -126,10 +134,17 @@ class FamilyMonitorConfig(ConfigModel):
                                                               "are the fast/easy cases); null = no minimum")
     performance: PerformanceRule
 
-    @field_validator("performance_window", "performance_min_age", "block_step")
+    @field_validator("performance_window", "performance_min_age", "block_step", "permutation_unit")
     @classmethod
     def _perf_window_ok(cls, value: str | None) -> str | None:
         return _window_or_none(value)
+
+    @model_validator(mode="after")
+    def _permutation_draws_ok(self) -> "FamilyMonitorConfig":
+        if self.permutation_alpha and self.permutation_alpha * (self.permutation_draws + 1) < 1:
+            raise ValueError(f"permutation_draws {self.permutation_draws} cannot reach p <= permutation_alpha "
+                             f"{self.permutation_alpha}: use at least {int(round(1 / self.permutation_alpha)) - 1}")
+        return self
 
 
 class WebhookConfig(ConfigModel):

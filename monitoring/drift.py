@@ -168,7 +168,9 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Fami
 
     `feature_columns` defaults to `feature_candidates(...)`; `prediction_columns` to the configured outputs
     (`out_<name>`) present in both frames. With `time_column` and `block` (the window's length), each distance
-    threshold is also raised to the reference's own week-to-week variation (`reference_noise_floors`).
+    threshold is also raised to the reference's own week-to-week variation (`reference_noise_floors`); with
+    `time_column`, a distance at or above its threshold must also pass a permutation test of whole time units
+    (`unit_permutation_threshold`: rows of one day are not independent).
     Returns per-column method, threshold, score and drifted flag, the share of drifted features and whether the
     outputs drifted. Pure: same frames in, same result out.
     """
@@ -187,6 +189,8 @@ def compute_drift(reference: pd.DataFrame, current: pd.DataFrame, settings: Fami
     floors = reference_noise_floors(reference, kinds, settings, time_column, block) \
         if kinds and time_column is not None and block is not None else {}
     tested = run_column_tests(reference, current, kinds, settings, floors) if kinds else {}
+    if time_column is not None:
+        tested = apply_permutation_floors(reference, current, tested, settings, time_column)
     features = tuple(_column(tested[c], "feature", reference, current) for c in feat_kinds)
     predictions = tuple(_column(tested[c], "prediction", reference, current) for c in pred_kinds)
     return DriftResult(features=features, predictions=predictions, drift_share_threshold=settings.drift_share,
@@ -298,6 +302,93 @@ def reference_noise_floors(reference: pd.DataFrame, kinds: dict[str, str], setti
         if scores:
             floors[col] = factor * float(np.sqrt(np.mean(np.square(scores))))
     return floors
+
+
+def time_units(times: pd.Series, unit: pd.Timedelta) -> np.ndarray:
+    """Integer unit of each row: whole `unit`s counted from the frame's first row (-1 where the time is missing)."""
+    times = pd.to_datetime(times, errors="coerce").reset_index(drop=True)
+    if times.notna().sum() == 0:
+        return np.full(len(times), -1, dtype=np.int64)
+    idx = ((times - times.min()) // unit).to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(np.isnan(idx), -1, idx).astype(np.int64)
+
+
+def unit_permutation_threshold(reference: pd.Series, ref_units: np.ndarray, current: pd.Series,
+                               cur_units: np.ndarray, score, alpha: float, draws: int,
+                               seed: int = 0) -> float | None:
+    """The distance a window must reach to drift at level `alpha` in a permutation test of whole time units.
+
+    The units (days) of reference and current are pooled and re-split at random, each time as many units to the
+    pseudo-window as the window holds, and `score(pseudo_reference, pseudo_window)` is recorded. Under "no shift"
+    the units are exchangeable, so the observed distance is one more draw of that distribution: it drifts (p <=
+    alpha) when at most alpha*(draws+1) - 1 of the draws reach it, i.e. when it reaches the returned value.
+    Rows of one unit move together, so clustered rows (a brushing episode's 10-30 orders of one merchant, a
+    stolen-card burst, a live-stream spike) count as one draw, not as many independent rows. None when the units
+    allow fewer distinct splits than the test needs, or the draws are too few for alpha.
+    """
+    from math import comb
+
+    ref_ok, cur_ok = reference.notna().to_numpy() & (ref_units >= 0), current.notna().to_numpy() & (cur_units >= 0)
+    ref_vals, cur_vals = reference.to_numpy()[ref_ok], current.to_numpy()[cur_ok]
+    ref_u, cur_u = np.unique(ref_units[ref_ok], return_inverse=True), np.unique(cur_units[cur_ok], return_inverse=True)
+    n_ref_units, n_cur_units = len(ref_u[0]), len(cur_u[0])
+    allowed = int(np.floor(alpha * (draws + 1) + 1e-9)) - 1  # draws at or above the observed one a drift allows
+    if n_ref_units < 2 or n_cur_units < 1 or allowed < 0 or comb(n_ref_units + n_cur_units, n_cur_units) * alpha < 1:
+        return None
+    values = np.concatenate([ref_vals, cur_vals])
+    units = np.concatenate([ref_u[1], cur_u[1] + n_ref_units])
+    order = np.argsort(units, kind="stable")
+    values, bounds = values[order], np.searchsorted(units[order], np.arange(n_ref_units + n_cur_units + 1))
+    rng = np.random.default_rng(seed)
+    scores = np.empty(draws)
+    for i in range(draws):
+        in_window = np.zeros(n_ref_units + n_cur_units, dtype=bool)
+        in_window[rng.choice(n_ref_units + n_cur_units, size=n_cur_units, replace=False)] = True
+        rows = np.repeat(in_window, np.diff(bounds))
+        part, rest = values[rows], values[~rows]
+        if len(part) < 2 or len(rest) < 2:
+            scores[i] = np.inf  # an unusable split counts against drift
+            continue
+        scores[i] = score(pd.Series(rest), pd.Series(part))
+    return float(np.sort(scores)[::-1][allowed])
+
+
+def apply_permutation_floors(reference: pd.DataFrame, current: pd.DataFrame, tested: dict[str, dict[str, Any]],
+                             settings: FamilyMonitorConfig, time_column: str) -> dict[str, dict[str, Any]]:
+    """Columns whose distance reached their threshold must also reach their unit-permutation threshold
+    (`unit_permutation_threshold`, at `permutation_alpha` over `permutation_unit`s); the threshold reported is the
+    larger one. Only drifted distance columns are re-tested: the test can only raise a threshold. Pure."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    alpha = settings.permutation_alpha
+    if not alpha or time_column not in reference.columns or time_column not in current.columns:
+        return tested
+    unit = parse_window(settings.permutation_unit)
+    ref_units = time_units(reference[time_column], unit)
+    cur_units = time_units(current[time_column], unit)
+    out = dict(tested)
+    for col, test in tested.items():
+        if not test["drifted"] or test["score_kind"] != "distance":
+            continue
+        numeric = test["kind"] == "numerical"
+        ctype = ColumnType.Numerical if numeric else ColumnType.Categorical
+
+        def prepare(frame: pd.DataFrame) -> pd.Series:
+            values = frame[col].reset_index(drop=True)
+            return pd.to_numeric(values, errors="coerce").astype("float64") if numeric else \
+                values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
+
+        ref, cur = prepare(reference), prepare(current)
+        stattest = get_stattest(ref.dropna(), cur.dropna(), ctype, test["method"])
+
+        def score(rest: pd.Series, part: pd.Series, stattest=stattest, ctype=ctype, threshold=test["threshold"]):
+            return float(stattest.func(rest, part, ctype, threshold)[0])
+
+        floor = unit_permutation_threshold(ref, ref_units, cur, cur_units, score, alpha, settings.permutation_draws)
+        if floor is not None and floor > test["threshold"]:
+            out[col] = {**test, "threshold": floor, "drifted": bool(test["score"] >= floor)}
+    return out
 
 
 def value_drift_metrics(kinds: dict[str, str], settings: FamilyMonitorConfig, current: pd.DataFrame,
