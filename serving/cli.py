@@ -14,13 +14,16 @@ SERVICE_TARGET = "serving.service:TradecastService"
 SERVICE_NAME = "tradecast"
 
 
-def serve_command(port: int, host: str, workers: int, config: Optional[Path] = None) -> tuple[list[str], dict[str, str]]:
+def serve_command(port: int, host: str, workers: int, config: Optional[Path] = None,
+                  access_log: bool = True) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command line and environment for the service (pure, for tests)."""
     from tradecast.paths import PROJECT_ROOT
 
     env = dict(os.environ)
     overrides = json.loads(env.get("BENTOML_CONFIG_OVERRIDES") or "{}")
-    overrides.setdefault("services", {}).setdefault(SERVICE_NAME, {})["workers"] = workers
+    service = overrides.setdefault("services", {}).setdefault(SERVICE_NAME, {})
+    service["workers"] = workers
+    service.setdefault("logging", {}).setdefault("access", {})["enabled"] = access_log
     env["BENTOML_CONFIG_OVERRIDES"] = json.dumps(overrides)
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")  # no usage analytics calls from a server
     # one request = a few small predictions: OpenMP thread pools per worker only contend (13 ms -> 0.1 ms
@@ -55,7 +58,7 @@ def serve(
         bind, listen = host or cfg.host, port or cfg.port
         typer.echo(f"serving on http://{bind}:{listen} (docs at /, health /healthz, readiness /readyz, "
                    f"metrics /metrics)", err=True)
-        return serve_command(listen, bind, workers or cfg.workers, config)
+        return serve_command(listen, bind, workers or cfg.workers, config, access_log=cfg.access_log)
 
     cmd, env = run_guarded(_prepare)
     sys.stderr.flush()

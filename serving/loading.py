@@ -53,6 +53,9 @@ class ServingConfig(ConfigModel):
     # SQLite online store: the velocity push commits in WAL mode with synchronous=NORMAL (no fsync per order;
     # a power cut can lose the last updates, never corrupt the file). False: SQLite's defaults (fsync per commit).
     online_store_wal: bool = True
+    # BentoML's access log: one line per request on the server's stderr (prediction endpoints are also in the
+    # prediction log under their request id; /metrics counts requests by endpoint and status)
+    access_log: bool = True
     runtime_factory: Optional[str] = None
     # single requests arriving together are scored in one call of up to this many (1: each on its own); a call
     # waits at most coalesce_linger_ms for requests already accepted by the worker (serving/coalesce.py)

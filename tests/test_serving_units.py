@@ -215,8 +215,12 @@ def test_serve_command_runs_bentoml_with_workers(tmp_path, monkeypatch):
     cmd, env = serve_command(4321, "127.0.0.1", 3, tmp_path / "serving.yaml")
     assert cmd[1:4] == ["-m", "bentoml", "serve"] and "serving.service:TradecastService" in cmd
     assert cmd[cmd.index("--port") + 1] == "4321" and cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"tradecast": {"workers": 3}}}
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {
+        "services": {"tradecast": {"workers": 3, "logging": {"access": {"enabled": True}}}}}
     assert env["TRADECAST_SERVING_CONFIG"] == str(tmp_path / "serving.yaml") and env["OMP_NUM_THREADS"]
+    _, quiet = serve_command(4321, "127.0.0.1", 1, access_log=False)
+    assert json.loads(quiet["BENTOML_CONFIG_OVERRIDES"])["services"]["tradecast"]["logging"] == {
+        "access": {"enabled": False}}
 
 
 def test_one_leaf_call_gives_the_same_probabilities_and_contributions():
