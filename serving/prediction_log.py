@@ -6,9 +6,12 @@ logged_at, family, endpoint, model_name, model_version, event_time, entity, inpu
 defaults_used. prediction_id is `<request_id>:<item index>` (`<request_id>:<item index>:<horizon day>` for
 demand, so each forecast day has its own id).
 
-The request path only appends a `LoggedBatch` to an in-memory queue; a background thread serialises and
-appends them every `flush_interval_s` seconds (one write() per file with O_APPEND, so several server
-workers can share a file) and `close()` flushes what is left at shutdown.
+The request path only appends a `LoggedBatch` to an in-memory queue; a background thread turns them into
+JSON lines and appends them every `flush_interval_s` seconds (one write() per file with O_APPEND, so several
+server workers can share a file) and `close()` flushes what is left at shutdown. The thread encodes a few
+records at a time with a short sleep between slices: encoding a second's records in one go held the GIL
+for 10-40 ms, and requests arriving meanwhile waited for it (p99 at one connection 30-35 ms, 8-12 ms
+with slices; experiments/bench_serving.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import defaultdict, deque
 from datetime import date, timezone
 from operator import itemgetter
@@ -40,6 +44,9 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "risk": ("order_id",),
 }
 EVENT_TIME_COLUMN: dict[str, str] = {"demand": "date", "delay": "created_at", "risk": "ordered_at"}
+# encoding slice (~1 ms of CPU) and the pause after it, while the encoding stays within half an interval
+ENCODE_SLICE_RECORDS = 32
+ENCODE_PAUSE_S = 0.005
 RECORD_KEYS = ("prediction_id", "request_id", "logged_at", "family", "endpoint", "model_name", "model_version",
                "event_time", "entity", "inputs", "features", "outputs", "defaults_used")
 
@@ -288,7 +295,9 @@ class PredictionLogger:
         self.fsync = fsync
         self.records_written = 0
         self._pending: deque[LoggedBatch] = deque()
+        self._encoded: deque[tuple[Path, list[str]]] = deque()  # lines not yet written, oldest first
         self._lock = threading.Lock()  # one flush at a time (timer thread vs close())
+        self._encode_lock = threading.Lock()  # queued -> encoded keeps the order of the records
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -299,7 +308,44 @@ class PredictionLogger:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Batches not yet encoded plus encoded groups not yet written."""
+        return len(self._pending) + len(self._encoded)
+
+    def encode_pending(self, max_records: int | None = None) -> int:
+        """Encode queued batches into log lines, oldest first, stopping once `max_records` are done (None: all);
+        returns how many were encoded. `flush` writes them."""
+        with self._encode_lock:
+            batches: list[LoggedBatch] = []
+            count = 0
+            while self._pending and (max_records is None or count < max_records):
+                batch = self._pending.popleft()
+                batches.append(batch)
+                count += len(batch.item_index)
+            if not batches:
+                return 0
+            try:
+                by_path: dict[Path, list[LoggedBatch]] = defaultdict(list)
+                for batch in batches:
+                    by_path[log_path(batch.family, batch.logged_at.astimezone(timezone.utc).date(), self.root)].append(batch)
+                encoded = [(path, record_lines(path_batches)) for path, path_batches in by_path.items()]
+            except Exception:
+                self._pending.extendleft(reversed(batches))
+                raise
+            self._encoded.extend(encoded)
+            return count
+
+    def encode_in_slices(self) -> int:
+        """Encode the queue ENCODE_SLICE_RECORDS at a time with a pause after each slice (the GIL is free for
+        requests meanwhile); past half a flush interval the rest goes in one call. Returns records encoded."""
+        deadline = time.monotonic() + self.flush_interval_s / 2
+        total = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            done = self.encode_pending(ENCODE_SLICE_RECORDS)
+            if not done:
+                return total
+            total += done
+            time.sleep(ENCODE_PAUSE_S)
+        return total + self.encode_pending()
 
     def start(self) -> "PredictionLogger":
         """Start the background flusher (idempotent)."""
@@ -312,29 +358,34 @@ class PredictionLogger:
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
             try:
+                self.encode_in_slices()
                 self.flush()
             except Exception:  # keep flushing later; the records stay queued
                 logger.exception("prediction log flush failed; will retry")
 
     def flush(self) -> int:
-        """Write every queued batch now; returns the number of records written."""
+        """Encode what is still queued and write every encoded line now; returns the records written."""
         with self._lock:
-            batches = []
-            while self._pending:
-                batches.append(self._pending.popleft())
-            if not batches:
+            self.encode_pending()
+            groups: list[tuple[Path, list[str]]] = []
+            with self._encode_lock:
+                while self._encoded:
+                    groups.append(self._encoded.popleft())
+            if not groups:
                 return 0
+            lines: dict[Path, list[str]] = defaultdict(list)
+            for path, group_lines in groups:
+                lines[path].extend(group_lines)
+            written: list[Path] = []
             try:
-                lines: dict[Path, list[str]] = defaultdict(list)
-                by_path: dict[Path, list[LoggedBatch]] = defaultdict(list)
-                for batch in batches:
-                    by_path[log_path(batch.family, batch.logged_at.astimezone(timezone.utc).date(), self.root)].append(batch)
-                for path, path_batches in by_path.items():
-                    lines[path].extend(record_lines(path_batches))
                 for path, file_lines in lines.items():
                     _append(path, ("\n".join(file_lines) + "\n").encode("utf-8"), self.fsync)
+                    written.append(path)
             except Exception:
-                self._pending.extendleft(reversed(batches))
+                # keep what was not written for the next flush, still ahead of anything encoded since
+                with self._encode_lock:
+                    kept = [(p, ls) for p, ls in lines.items() if p not in written]
+                    self._encoded.extendleft(reversed(kept))
                 raise
             count = sum(len(v) for v in lines.values())
             self.records_written += count

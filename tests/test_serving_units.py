@@ -6,6 +6,7 @@ import json
 import stat
 import threading
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,53 @@ def test_flush_failure_keeps_records_for_the_next_try(tmp_path):
     assert log.pending == 1
     blocker.unlink()
     assert log.flush() == 2
+
+
+def test_log_encoded_in_slices_is_written_in_order_as_in_one_go(tmp_path):
+    """Records encoded a slice at a time, then the rest at close(), give the file one flush of everything gives."""
+    from serving.prediction_log import PredictionLogger
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    batches = [_batch("r1", 3, now), _batch("r2", 2, now), _batch("r3", 1, now), _batch("r4", 1, now)]
+    sliced = PredictionLogger(root=tmp_path / "sliced", flush_interval_s=3600)
+    for b in batches[:3]:
+        sliced.append(b)
+    assert sliced.encode_pending(max_records=3) == 3  # r1 only: a slice stops once it has max_records
+    assert sliced.pending == 3  # r2 and r3 queued, r1's lines encoded
+    assert sliced.encode_pending(max_records=1) == 2  # whole batches: r2's two records
+    sliced.append(batches[3])
+    sliced.close()
+    whole = PredictionLogger(root=tmp_path / "whole")
+    for b in batches:
+        whole.append(b)
+    whole.close()
+    name = Path("delay") / "2026-01-05.jsonl"
+    lines = (tmp_path / "sliced" / name).read_text().splitlines()
+    assert [json.loads(x)["prediction_id"] for x in lines] == ["r1:0", "r1:1", "r1:2", "r2:0", "r2:1", "r3:0", "r4:0"]
+    assert (tmp_path / "sliced" / name).read_text() == (tmp_path / "whole" / name).read_text()
+
+
+def test_the_flush_thread_pauses_between_slices_and_not_past_half_an_interval(tmp_path, monkeypatch):
+    import serving.prediction_log as plog
+    from serving.prediction_log import PredictionLogger
+
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    pauses: list[float] = []
+    monkeypatch.setattr(plog.time, "sleep", pauses.append)
+    log = PredictionLogger(root=tmp_path, flush_interval_s=1.0)
+    for i in range(5):
+        log.append(_batch(f"r{i}", 20, now))
+    assert log.encode_in_slices() == 100
+    assert pauses == [plog.ENCODE_PAUSE_S] * 3  # slices of 40, 40, 20 records (whole batches, >= 32 each)
+    assert log.flush() == 100
+
+    pauses.clear()
+    clock = iter([0.0, 0.0, 0.6, 0.6])  # the first slice ends past half the 1 s interval
+    monkeypatch.setattr(plog.time, "monotonic", lambda: next(clock))
+    for i in range(5):
+        log.append(_batch(f"s{i}", 20, now))
+    assert log.encode_in_slices() == 100 and pauses == [plog.ENCODE_PAUSE_S]  # then the rest in one go
+    assert log.flush() == 100
 
 
 def test_api_key_created_once_with_mode_0600(tmp_home, monkeypatch):
