@@ -10,7 +10,7 @@ The request path only appends a `LoggedBatch` to an in-memory queue; a backgroun
 JSON lines and appends them every `flush_interval_s` seconds (one write() per file with O_APPEND, so several
 server workers can share a file) and `close()` flushes what is left at shutdown. The thread encodes a few
 records at a time with a short sleep between slices: encoding a second's records in one go held the GIL
-for 10-40 ms, and requests arriving meanwhile waited for it (p99 at one connection 30-35 ms, 8-12 ms
+for 10-40 ms, and requests arriving meanwhile waited for it (p99 at one connection 30-35 ms, 8-15 ms
 with slices; experiments/bench_serving.py).
 """
 
