@@ -143,8 +143,12 @@ def test_the_flush_thread_pauses_between_slices_and_not_past_half_an_interval(tm
     from serving.prediction_log import PredictionLogger
 
     now = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    import time
+    from types import SimpleNamespace
+
     pauses: list[float] = []
-    monkeypatch.setattr(plog.time, "sleep", pauses.append)
+    # the module's own clock, not the process-wide time functions
+    monkeypatch.setattr(plog, "time", SimpleNamespace(sleep=pauses.append, monotonic=time.monotonic))
     log = PredictionLogger(root=tmp_path, flush_interval_s=1.0)
     for i in range(5):
         log.append(_batch(f"r{i}", 20, now))
@@ -154,7 +158,7 @@ def test_the_flush_thread_pauses_between_slices_and_not_past_half_an_interval(tm
 
     pauses.clear()
     clock = iter([0.0, 0.0, 0.6, 0.6])  # the first slice ends past half the 1 s interval
-    monkeypatch.setattr(plog.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(plog, "time", SimpleNamespace(sleep=pauses.append, monotonic=lambda: next(clock)))
     for i in range(5):
         log.append(_batch(f"s{i}", 20, now))
     assert log.encode_in_slices() == 100 and pauses == [plog.ENCODE_PAUSE_S]  # then the rest in one go
