@@ -1281,6 +1281,12 @@ def generate_tables(cfg: DataConfig, scale: str, seed: int, scenario: str | None
             "orders": pd.concat(orders, ignore_index=True)}
 
 
+def generate_shipments(cfg: DataConfig, scale: str, seed: int, scenario: str | None = None,
+                       start: date | None = None, days: int | None = None) -> pd.DataFrame:
+    """The shipments table alone, equal to generate_tables(...)["shipments"] (no sales or orders are drawn)."""
+    return _shipments(build_world(cfg, scale, seed, scenario, start, days))
+
+
 def _check(table: str, df: pd.DataFrame) -> None:
     """Validate a sample against the canonical schema: a generator bug must not reach the store."""
     from features.schema import validate_table

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from features.generate import (
+    generate_shipments,
     generate_tables,
     generate_to_store,
     has_control_keyword,
@@ -304,6 +305,12 @@ def _split(cfg, scenario):
     plain = generate_tables(cfg, "tiny", seed=7)
     shifted = generate_tables(cfg, "tiny", seed=7, scenario=scenario)
     return plain, shifted, scenario_start(cfg, scenario, None, None, scale="tiny")
+
+
+def test_shipments_alone_equal_the_full_generation(cfg, tiny_tables):
+    pd.testing.assert_frame_equal(generate_shipments(cfg, "tiny", seed=7), tiny_tables["shipments"])
+    diverted = generate_shipments(cfg, "tiny", seed=7, scenario="red_sea")
+    assert not diverted["transit_days"].equals(tiny_tables["shipments"]["transit_days"])
 
 
 def test_red_sea_delays_sea_lanes_to_europe_only_after_its_date(cfg, tiny_tables):
