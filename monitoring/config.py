@@ -54,6 +54,9 @@ class PerformanceRule(ConfigModel):
     segment_by: list[str] = Field(default_factory=list, description="also judge each segment of these columns "
                                   "(e.g. in_mode, region) against the same segment served before (baseline: served)")
     min_segment_labels: int = Field(20, ge=2, description="labelled predictions a segment needs in both periods")
+    segment_error_check: bool = Field(True, description="judge each segment's error (MAE) against the same segment "
+                                      "before; false leaves the segments to the overdue check, which then gets the "
+                                      "whole segment_alpha")
     segment_limit: float = Field(0.5, gt=0, description="a segment breaches when its error rises by more than this "
                                                         "(relative) ...")
     segment_min_change: float = Field(0.5, ge=0, description="... and it rises by at least this much in the metric's "

@@ -98,7 +98,7 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
             earlier_joined = join_outcomes(earlier.reset_index(drop=True), outcomes, family, as_of=until)
             baseline = served_baseline(window_performance(family, earlier_joined), fam.performance) \
                 if len(earlier) else None
-            if len(earlier) and seg_start is None:
+            if len(earlier) and seg_start is None and fam.performance.segment_error_check:
                 segments = segment_checks(family, judged_joined, earlier_joined, fam.performance)
             if baseline is None and champion is not None:  # no earlier served period yet: the backtest
                 baseline = {**champion.metrics}
@@ -114,11 +114,13 @@ def run_monitor(family: str, cfg: MonitoringConfig, until: datetime | None = Non
         # segments on label arrival: the outcomes that came in during the last segment_window, against the
         # same segment's outcomes that came in during the reference_days before (labels known at `until`)
         everything = join_outcomes(log.frame.reset_index(drop=True), load_outcomes(family), family, as_of=until)
-        # with the overdue check too, each check gets half the run's false-alarm budget (union bound)
-        alpha = rule.segment_alpha / 2 if rule.overdue_check else rule.segment_alpha
-        segments = segment_checks(family, select_arrived(family, everything, seg_start, until),
-                                  select_arrived(family, everything, seg_base_start, seg_start), rule,
-                                  min_judged=rule.min_segment_window_labels, alpha=alpha)
+        # with both checks on, each gets half the run's false-alarm budget (union bound)
+        alpha = rule.segment_alpha / 2 if rule.overdue_check and rule.segment_error_check else rule.segment_alpha
+        segments = []
+        if rule.segment_error_check:
+            segments = segment_checks(family, select_arrived(family, everything, seg_start, until),
+                                      select_arrived(family, everything, seg_base_start, seg_start), rule,
+                                      min_judged=rule.min_segment_window_labels, alpha=alpha)
         if rule.overdue_check:  # deadlines that passed at least overdue_grace ago, so a late report is not overdue
             grace = parse_window(rule.overdue_grace)
             segments += overdue_checks(select_due(everything, seg_start - grace, until - grace, as_of=until),

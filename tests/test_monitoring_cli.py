@@ -202,12 +202,14 @@ def _sea_log(tmp_path, extra_days: float):
 
 
 @pytest.mark.parametrize("extra_days", [0.0, 10.0])
-def test_segment_judged_on_label_arrival_flags_the_first_late_deliveries(tmp_home, tmp_path, extra_days):
-    """The first late sea>Europe deliveries (~4 days of them) raise a red segment alert naming the segment, while the
-    prediction-time check cannot see them yet; the same log without the delay raises no segment breach."""
+def test_segment_judged_on_label_arrival_flags_the_first_late_deliveries(tmp_home, tmp_path, extra_days, monkeypatch):
+    """With the segment error test on: the first late sea>Europe deliveries (~4 days of them) raise a red segment
+    alert naming the segment, while the prediction-time check cannot see them yet; the same log without the delay
+    raises no segment breach."""
     from monitoring.config import load_monitoring_config
     from monitoring.monitor import run_monitor
 
+    monkeypatch.setenv("TRADECAST_MONITORING__FAMILIES__DELAY__PERFORMANCE__SEGMENT_ERROR_CHECK", "true")
     _sea_log(tmp_path, extra_days)
     result = run_monitor("delay", load_monitoring_config(), until=datetime(2026, 11, 24), time_column="event_time",
                          send_webhook=False, write=False)
@@ -221,5 +223,28 @@ def test_segment_judged_on_label_arrival_flags_the_first_late_deliveries(tmp_hom
         assert result.alert.reasons[0].kind == "segment_performance"
         assert "sea/europe" in result.alert.reasons[0].message
         assert result.performance is None or not result.performance.breached  # event time: not visible yet
+    else:
+        assert not any(s["status"] == "breach" for s in segments.values())
+
+
+@pytest.mark.parametrize("extra_days", [0.0, 10.0])
+def test_delay_segments_default_to_the_overdue_check_with_the_whole_alpha(tmp_home, tmp_path, extra_days):
+    """Shipped delay config: no per-segment MAE test; the overdue check alone flags the diverted segment (and says it
+    had the whole segment_alpha), and stays quiet on the same log without the delay."""
+    from monitoring.config import load_monitoring_config
+    from monitoring.monitor import run_monitor
+
+    cfg = load_monitoring_config()
+    assert not cfg.family("delay").performance.segment_error_check
+    _sea_log(tmp_path, extra_days)
+    result = run_monitor("delay", cfg, until=datetime(2026, 11, 24), time_column="event_time",
+                         send_webhook=False, write=False)
+    segments = {s["metric"]: s for s in result.summary["segments"]}
+    assert segments and not any(m.startswith("mae[") for m in segments)
+    assert (segments["overdue_share[sea/europe]"]["status"] == "breach") == (extra_days > 0)
+    assert segments["overdue_share[air/north_america]"]["status"] == "ok"
+    if extra_days:
+        assert result.severity == "red" and "sea/europe" in result.alert.reasons[0].message
+        assert "alpha 0.001/" in result.alert.reasons[0].message
     else:
         assert not any(s["status"] == "breach" for s in segments.values())
